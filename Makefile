@@ -1,0 +1,37 @@
+# Two commands a new user runs: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test verify lint typecheck bench clean setup
+
+setup: $(STAMP)
+
+# torch is pinned here (CPU wheel) *before* the project so that the project's own range
+# (torch>=2.4) is already satisfied and pip never pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[torch,test,dev,demo]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/inertia demo
+
+verify: $(STAMP)
+	$(BIN)/inertia verify
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --timeout=900
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
