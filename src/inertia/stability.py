@@ -70,7 +70,7 @@ def max_stable_dt(method: str, eigenvalue: float, gamma: float = 0.0, *,
     def stable(dt: float) -> bool:
         return bool(spectral_radius(method, [lam], gamma, dt)[0] <= 1.0 + tol)
 
-    lo = 1e-6 / np.sqrt(lam)
+    lo = 1e-3 / np.sqrt(lam)
     if not stable(lo):
         return 0.0
     hi = lo
