@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg import expm
+from scipy.linalg import expm, solve_continuous_lyapunov
 
 from inertia._validate import finite_float
 from inertia.stability import max_stable_dt, spectral_radius, step_matrix
@@ -125,8 +125,11 @@ def moments(eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any,
 
     ``dX = F X dt + G dW`` with ``F = [[0, 1], [-lambda, -gamma]]``, ``G = [0, sigma]^T``: the mean
     is ``m(t) = e^{F t} X0`` and the covariance solves the Lyapunov ODE
-    ``S' = F S + S F^T + G G^T``, ``S(0) = 0``, i.e. ``S(t) = integral_0^t e^{F s} G G^T e^{F^T s} ds``,
-    computed exactly by Van Loan's block exponential
+    ``S' = F S + S F^T + G G^T``, ``S(0) = 0``, i.e.
+    ``S(t) = integral_0^t e^{F s} G G^T e^{F^T s} ds``, computed exactly: for ``gamma > 0`` as
+    ``S(t) = S_inf - e^{F t} S_inf e^{F^T t}`` with the stationary
+    ``F S_inf + S_inf F^T + G G^T = 0`` (``S_inf = sigma^2/(2 gamma) diag(1/lambda, 1)``),
+    and for ``gamma = 0`` by Van Loan's block exponential
     ``expm([[-F, G G^T], [0, F^T]] t) = [[., E12], [0, E22]]``, ``S(t) = E22^T E12``.
 
     Returns:
@@ -142,11 +145,19 @@ def moments(eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any,
     qq = np.array([[0.0, 0.0], [0.0, sigma * sigma]])
     for i, li in enumerate(lam):
         f = np.array([[0.0, 1.0], [-li, -gamma]])
-        block = np.zeros((4, 4))
-        block[:2, :2], block[:2, 2:], block[2:, 2:] = -f, qq, f.T
-        for j, tj in enumerate(tt):
-            e = expm(block * tj)
-            cov[j, i] = e[2:, 2:].T @ e[:2, 2:]
+        if gamma > 0.0 and li > 0.0:
+            # stable: S(t) = S_inf - e^{Ft} S_inf e^{F^T t}, F S_inf + S_inf F^T + G G^T = 0
+            s_inf = solve_continuous_lyapunov(f, -qq)
+            for j, tj in enumerate(tt):
+                e = expm(f * tj)
+                cov[j, i] = s_inf - e @ s_inf @ e.T
+        else:
+            # gamma = 0 (or a flat mode): Van Loan, bounded because e^{-Ft} does not blow up
+            block = np.zeros((4, 4))
+            block[:2, :2], block[:2, 2:], block[2:, 2:] = -f, qq, f.T
+            for j, tj in enumerate(tt):
+                e = expm(block * tj)
+                cov[j, i] = e[2:, 2:].T @ e[:2, 2:]
     cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     return mean, cov
 
@@ -208,7 +219,9 @@ def critical_damping(lambda_min: float) -> float:
 
 
 def convergence_rate(eigenvalues: Any, gamma: float) -> float:
-    """Asymptotic rate ``rho`` of ``|theta(t)| ~ e^{-rho t}`` under constant friction (energy: ``2 rho``).
+    """Asymptotic rate ``rho`` of ``|theta(t)| ~ e^{-rho t}`` under constant friction.
+
+    The energy decays at ``2 rho``.
 
     Per mode: ``gamma/2`` if ``gamma^2 <= 4 lambda``, else ``gamma/2 - sqrt(gamma^2/4 - lambda)``;
     the slowest mode sets the rate. At ``gamma = critical_damping(lambda_min)`` it is
