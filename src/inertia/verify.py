@@ -185,7 +185,7 @@ def check_conservation_order(method: str = "leapfrog", *, dt: float = 0.05,
 
 def check_euler_growth(*, eigenvalue: float = 4.0, dt: float = 0.01,
                        n_steps: int = 200) -> CheckResult:
-    """Explicit Euler on a frictionless harmonic mode multiplies I by ``1 + lambda dt^2`` per step."""
+    """Explicit Euler on a frictionless harmonic mode: I grows by ``1 + lambda dt^2`` per step."""
     tr = simulate(potentials.Quadratic([eigenvalue]), [1.0], [0.3], dt=dt, n_steps=n_steps,
                   method="euler")
     factors = tr.inertia[1:, 0] / tr.inertia[:-1, 0]
