@@ -150,7 +150,8 @@ class Quadratic(Potential):
         return self.value_and_grad(theta)[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "Quadratic", "dim": self.dim, "eigenvalues": self.eigenvalues.tolist(),
+        return {"name": "Quadratic", "dim": self.dim,
+                "eigenvalues": np.asarray(self.eigenvalues).tolist(),
                 "diagonal": self.diagonal is not None}
 
 

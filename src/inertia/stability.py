@@ -12,6 +12,8 @@ every ``dt`` (``rho = sqrt(1 + lambda dt^2)``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from inertia._validate import finite_float
@@ -147,15 +149,15 @@ def max_stable_dt(method: str, eigenvalue: float, gamma: float = 0.0, *,
     def stable(dt: float) -> bool:
         return bool(spectral_radius(method, [lam], gamma, dt)[0] <= 1.0 + tol)
 
-    lo = 1e-3 / np.sqrt(lam)
+    lo = 1e-3 / math.sqrt(lam)
     if not stable(lo):
         return 0.0
     hi = lo
     while stable(hi):
         lo, hi = hi, 2.0 * hi
-        if hi > 1e6 / np.sqrt(lam):
+        if hi > 1e6 / math.sqrt(lam):
             return float("inf")
     while hi - lo > rtol * hi:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if stable(mid) else (lo, mid)
-    return lo
+    return float(lo)

@@ -19,6 +19,7 @@ Tolerances are stated, never tuned to pass:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -369,7 +370,7 @@ def run_checks(quick: bool = False,
     drift_horizon = 300.0 if quick else 1000.0
     jobs: list[tuple[str, Callable[[], CheckResult | list[CheckResult]]]] = []
     for name in METHODS:
-        jobs.append((f"order {name}", lambda m=name: check_order(m)))
+        jobs.append((f"order {name}", functools.partial(check_order, name)))
     jobs += [
         ("order under gamma = 3/t", lambda: check_order("leapfrog", gamma=NesterovFriction(3.0),
                                                         t0=1.0)),

@@ -8,7 +8,7 @@ euler_maruyama     1      1           no          yes    the same step, named fo
 symplectic_euler   1      1           yes         yes    O(1) B(1) A(1): PyTorch heavy-ball SGD
 leapfrog           2      2           yes         yes    O(1/2) B(1/2) A(1) B(1/2) O(1/2): velocity Verlet
 yoshida4           4      --          yes         no     leapfrog composed with weights (w1, w0, w1)
-baoab              2      2           yes         yes    B(1/2) A(1/2) O(1) A(1/2) B(1/2) (Leimkuhler-Matthews)
+baoab              2      2           yes         yes    B(1/2) A(1/2) O(1) A(1/2) B(1/2) (L-M)
 =================  =====  ==========  ==========  =====  ==============================================
 
 Register another with :func:`register`.

@@ -22,11 +22,11 @@ def make_euler_step(friction_free: bool) -> StepFn:
     """Return the Euler(-Maruyama) step function."""
 
     def step(state: IntegratorState, n: int, ctx: StepContext) -> StepResult:
-        theta, v, value, grad = state
+        theta, v, _, grad = state
         dt = ctx.dt
         n_grad = 0
         if grad is None:
-            value, grad = ctx.value_and_grad(theta)
+            grad = ctx.value_and_grad(theta)[1]
             n_grad = 1
         gamma = ctx.friction(ctx.time(n))
         new_v = v - dt * (ctx.inv_mass * grad)

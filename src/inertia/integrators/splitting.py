@@ -25,7 +25,7 @@ so ``baoab`` reduces to ``leapfrog`` bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from inertia.energy import kinetic
 from inertia.integrators._base import IntegratorState, StepContext, StepFn, StepResult
@@ -63,7 +63,7 @@ def reduce_scheme(scheme: Scheme, *, drop_friction: bool) -> Scheme:
     return tuple(out)
 
 
-def make_splitting_step(scheme: Scheme) -> "callable":  # type: ignore[valid-type]
+def make_splitting_step(scheme: Scheme) -> Callable[[bool], StepFn]:
     """Return ``make_step(friction_free) -> StepFn`` for ``scheme``."""
 
     def make_step(friction_free: bool) -> StepFn:
