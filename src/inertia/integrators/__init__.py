@@ -16,7 +16,7 @@ Register another with :func:`register`.
 
 from __future__ import annotations
 
-from inertia.integrators._base import IntegratorState, Method, StepContext, StepResult
+from inertia.integrators._base import IntegratorState, Method, StepContext, StepFn, StepResult
 from inertia.integrators.euler import make_euler_step
 from inertia.integrators.splitting import (
     BAOAB,
@@ -31,6 +31,7 @@ __all__ = [
     "IntegratorState",
     "Method",
     "StepContext",
+    "StepFn",
     "StepResult",
     "get_method",
     "register",
