@@ -74,8 +74,9 @@ class NesterovFriction(Friction):
     """The Nesterov ODE friction ``gamma(t) = r / t`` (r = 3 is Nesterov's accelerated method).
 
     ``integral_{t1}^{t2} r/s ds = r ln(t2/t1)``, so the exact friction factor over a sub-step is
-    ``(t1/t2)^r``. It is singular at ``t = 0``: start a simulation at ``t0 > 0``, or at ``t0 = 0``
-    with ``v0 = 0`` (the first friction factor is then 0, which is exact).
+    ``(t1/t2)^r``. It is singular at ``t = 0``: start a simulation at ``t0 > 0``, or, with a
+    splitting method (exact friction), at ``t0 = 0`` with ``v0 = 0`` (the first friction factor is
+    then 0, which is exact). Explicit Euler evaluates ``gamma(t0)`` and refuses ``t0 = 0``.
     """
 
     r: float = 3.0

@@ -69,7 +69,7 @@ class Potential:
 
 
 def _as_vector(name: str, values: Any) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
+    arr = np.array(values, dtype=np.float64)  # a copy: the potential must not alias its input
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"`{name}` must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):

@@ -65,7 +65,10 @@ class Trajectory:
         theta, v: the final state ``(n_paths, d)`` in the backend of the inputs.
         status: ``"success"`` or ``"diverged"``.
         message: a human-readable account of how the run ended.
-        first_bad_step: the first step with a non-finite state or energy (``None`` if none).
+        first_bad_step: the first step at which ``theta``, ``v`` or the kinetic energy is
+            non-finite, or the potential is, where it was evaluated (every step for the methods
+            that end a step with a gradient: leapfrog, yoshida4, baoab; saved steps otherwise);
+            ``None`` if none.
         n_steps: steps taken; n_grad_evals: gradient evaluations.
         method: the integrator; config: the arguments of the run (JSON-serialisable).
     """
@@ -291,9 +294,10 @@ def simulate(
         >>> bool(np.abs(traj.inertia - traj.inertia[0]).max() < 1e-3)  # |I - I0| <= I0 lambda dt^2 / 4
         True
     """
-    if not isinstance(potential, Potential) and not hasattr(potential, "value_and_grad"):
+    if not isinstance(potential, Potential):
         raise TypeError(
-            f"`potential` must be an inertia.potentials.Potential, got {type(potential).__name__}"
+            f"`potential` must be an inertia.potentials.Potential (subclass it, or wrap a torch "
+            f"loss with potentials.from_torch), got {type(potential).__name__}"
         )
     meth = get_method(method)
     dt = finite_float("dt", dt, minimum=0.0, strict=True)
@@ -306,6 +310,10 @@ def simulate(
     friction = as_friction(gamma)
     if on_divergence not in _ON_DIVERGENCE:
         raise ValueError(f"`on_divergence` must be one of {_ON_DIVERGENCE}, got {on_divergence!r}")
+    if not meth.exact_friction and not math.isfinite(friction(t0 + initial_step * dt)):
+        raise ValueError(f"`gamma` is infinite at the start time t = {t0 + initial_step * dt:g} and "
+                         f"{method!r} evaluates it pointwise; start at a later `t0` or use a "
+                         f"splitting method (exact friction)")
     if sigma > 0 and not meth.supports_noise:
         noisy = sorted(k for k, m in _methods().items() if m.supports_noise)
         raise ValueError(f"`method` {method!r} does not support noise (`sigma` = {sigma:g} > 0); "
@@ -365,26 +373,34 @@ def simulate(
         rows.append((n, k, value, dissipated))
         return st, math.isfinite(float(xp.sum(k) + xp.sum(value)))
 
-    state, ok = record(initial_step, state)
-    status, first_bad, message = "success", None, ""
-    if not ok:
-        status, first_bad = "diverged", initial_step
-    taken = 0
-    for k in range(n_steps if ok else 0):
-        n = initial_step + k
-        res = step_fn(state, n, ctx)
-        state = res.state
-        n_grad += res.n_grad_evals
-        dissipated = dissipated + res.dissipated
-        taken = k + 1
-        finite = math.isfinite(float(xp.sum(state.theta) + xp.sum(state.v)))
-        if not finite or taken % save_every == 0 or taken == n_steps:
-            state, ok = record(n + 1, state)
-            if progress is not None:
-                progress(taken, n_steps)
-            if not (finite and ok):
-                status, first_bad = "diverged", n + 1
-                break
+    # Blow-up is detected below and reported (status, first bad step, DivergenceError), so
+    # NumPy's floating-point warnings on the way to inf/nan would only duplicate it.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        state, ok = record(initial_step, state)
+        status, first_bad, message = "success", None, ""
+        if not ok:
+            status, first_bad = "diverged", initial_step
+        taken = 0
+        for k in range(n_steps if ok else 0):
+            n = initial_step + k
+            res = step_fn(state, n, ctx)
+            state = res.state
+            n_grad += res.n_grad_evals
+            dissipated = dissipated + res.dissipated
+            taken = k + 1
+            # theta, v*v (the kinetic energy) and the potential wherever the integrator
+            # already evaluated it: one reduction and one host sync per step
+            check = xp.sum(state.theta) + xp.sum(state.v * state.v)
+            if state.value is not None:
+                check = check + xp.sum(state.value)
+            finite = math.isfinite(float(check))
+            if not finite or taken % save_every == 0 or taken == n_steps:
+                state, ok = record(n + 1, state)
+                if progress is not None:
+                    progress(taken, n_steps)
+                if not (finite and ok):
+                    status, first_bad = "diverged", n + 1
+                    break
 
     if first_bad is not None:
         message = (f"non-finite state or energy at step {first_bad} "

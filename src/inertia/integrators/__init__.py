@@ -61,9 +61,10 @@ def get_method(name: str) -> Method:
 
 
 register(Method("euler", 1, 1, False, True, 1, make_euler_step,
-                "explicit Euler: non-symplectic baseline, energy grows by (1 + lambda dt^2) per step"))
+                "explicit Euler: non-symplectic baseline, energy grows by (1 + lambda dt^2) per step",
+                exact_friction=False))
 register(Method("euler_maruyama", 1, 1, False, True, 1, make_euler_step,
-                "Euler-Maruyama: the stochastic baseline (weak order 1)"))
+                "Euler-Maruyama: the stochastic baseline (weak order 1)", exact_friction=False))
 register(Method("symplectic_euler", 1, 1, True, True, 1, make_splitting_step(SYMPLECTIC_EULER),
                 "conformal symplectic Euler (exact friction, kick, drift) = PyTorch heavy-ball SGD"))
 register(Method("leapfrog", 2, 2, True, True, 1, make_splitting_step(LEAPFROG),

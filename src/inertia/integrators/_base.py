@@ -66,6 +66,9 @@ class Method:
             secular energy drift when frictionless.
         supports_noise: whether ``sigma > 0`` is allowed.
         grad_evals_per_step: gradient evaluations per step once the cache is warm.
+        exact_friction: friction enters through ``integral gamma dt`` over sub-steps (so a
+            schedule singular at one instant, like ``3/t`` at ``t = 0``, is fine); otherwise the
+            method evaluates ``gamma(t)`` pointwise.
         make_step: builds the step function for a run (``friction_free`` lets splitting schemes
             drop identity sub-steps so reductions are bit-exact).
         description: one line for tables and ``--help``.
@@ -79,3 +82,4 @@ class Method:
     grad_evals_per_step: int
     make_step: Callable[[bool], StepFn]
     description: str
+    exact_friction: bool = True
