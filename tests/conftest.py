@@ -41,9 +41,15 @@ def quartic_chain(dim: int = 2) -> potentials.QuarticChain:
     return potentials.QuarticChain(np.linspace(1.0, 2.0, dim), beta=1.0)
 
 
-def reference_solution(pot: potentials.Potential, theta0: Any, v0: Any,
-                       gamma: float | Friction | Callable[[float], float], t0: float,
-                       horizon: float, mass: Any = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def reference_solution(
+    pot: potentials.Potential,
+    theta0: Any,
+    v0: Any,
+    gamma: float | Friction | Callable[[float], float],
+    t0: float,
+    horizon: float,
+    mass: Any = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(theta, v)`` at ``t0 + horizon`` from DOP853 with ``rtol = atol = 1e-13``.
 
     Solves ``theta' = v``, ``v' = -M^{-1} grad L(theta) - gamma(t) v`` (THEORY.md section 2 with
@@ -69,8 +75,7 @@ def fit_slope(x: Any, y: Any) -> float:
     return float(np.polyfit(np.log(np.asarray(x)), np.log(np.asarray(y)), 1)[0])
 
 
-def windowed_drift(inertia_path: np.ndarray, t: np.ndarray,
-                   n_windows: int = 50) -> tuple[float, float]:
+def windowed_drift(inertia_path: np.ndarray, t: np.ndarray, n_windows: int = 50) -> tuple[float, float]:
     """``(drift, max_error)`` of ``|I(t) - I(0)|`` along one path.
 
     The error is cut into ``n_windows`` consecutive windows; a least-squares line is fitted to the
@@ -83,8 +88,8 @@ def windowed_drift(inertia_path: np.ndarray, t: np.ndarray,
     if not np.all(np.isfinite(err)):
         return float("inf"), float("inf")
     n = (err.size - 1) // n_windows * n_windows
-    maxima = err[1:n + 1].reshape(n_windows, -1).max(axis=1)
-    centres = t[1:n + 1].reshape(n_windows, -1).mean(axis=1)
+    maxima = err[1 : n + 1].reshape(n_windows, -1).max(axis=1)
+    centres = t[1 : n + 1].reshape(n_windows, -1).mean(axis=1)
     slope = float(np.polyfit(centres, maxima, 1)[0])
     return slope * float(t[-1] - t[0]), float(err.max())
 
@@ -117,8 +122,9 @@ def make_rk4_step(friction_free: bool) -> StepFn:
     return step
 
 
-RK4 = Method("test_rk4", 4, None, False, False, 4, make_rk4_step,
-             "classical Runge-Kutta 4 (test only): non-symplectic")
+RK4 = Method(
+    "test_rk4", 4, None, False, False, 4, make_rk4_step, "classical Runge-Kutta 4 (test only): non-symplectic"
+)
 
 
 @pytest.fixture

@@ -52,8 +52,7 @@ def t64(x: object) -> torch.Tensor:
 def test_torch_cpu_matches_numpy(method: str, pot_name: str, friction: str) -> None:
     gamma, t0 = FRICTIONS[friction]
     pot = POTENTIALS[pot_name]()
-    kw = dict(gamma=gamma, t0=t0, dt=0.02, n_steps=200, method=method, save_every=10,
-              mass=[1.0, 2.0, 0.5])
+    kw = dict(gamma=gamma, t0=t0, dt=0.02, n_steps=200, method=method, save_every=10, mass=[1.0, 2.0, 0.5])
     ref = inertia.simulate(pot, THETA0, V0, **kw)
     out = inertia.simulate(pot, t64(THETA0), t64(V0), **kw)
     assert isinstance(out.theta, torch.Tensor) and isinstance(out.v, torch.Tensor)
@@ -63,8 +62,9 @@ def test_torch_cpu_matches_numpy(method: str, pot_name: str, friction: str) -> N
     np.testing.assert_allclose(out.theta.numpy(), ref.theta, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(out.v.numpy(), ref.v, rtol=1e-12, atol=1e-12)
     for name in ("kinetic", "potential", "inertia", "dissipated"):
-        np.testing.assert_allclose(getattr(out, name), getattr(ref, name), rtol=1e-12,
-                                   atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(out, name), getattr(ref, name), rtol=1e-12, atol=1e-12, err_msg=name
+        )
     assert np.array_equal(out.t, ref.t) and out.n_grad_evals == ref.n_grad_evals
 
 
@@ -80,16 +80,23 @@ def test_torch_stochastic_run_is_well_formed(method: str) -> None:
 
 
 def test_mixed_inputs_follow_theta0() -> None:
-    traj = inertia.simulate(potentials.Quadratic([1.0, 2.0, 3.0]), t64(THETA0), V0.tolist(),
-                            dt=0.1, n_steps=5, mass=np.array([1.0, 2.0, 3.0]))
+    traj = inertia.simulate(
+        potentials.Quadratic([1.0, 2.0, 3.0]),
+        t64(THETA0),
+        V0.tolist(),
+        dt=0.1,
+        n_steps=5,
+        mass=np.array([1.0, 2.0, 3.0]),
+    )
     assert isinstance(traj.theta, torch.Tensor) and isinstance(traj.v, torch.Tensor)
 
 
 def test_torch_inputs_are_never_mutated() -> None:
     theta0, v0, mass = t64(THETA0), t64(V0), t64([1.0, 2.0, 0.5])
     saved = [x.clone() for x in (theta0, v0, mass)]
-    traj = inertia.simulate(quartic_chain(3), theta0, v0, mass=mass, gamma=0.3, sigma=0.2,
-                            dt=0.05, n_steps=30, method="baoab")
+    traj = inertia.simulate(
+        quartic_chain(3), theta0, v0, mass=mass, gamma=0.3, sigma=0.2, dt=0.05, n_steps=30, method="baoab"
+    )
     for before, after in zip(saved, (theta0, v0, mass), strict=True):
         assert torch.equal(before, after)
     traj.theta.zero_()
@@ -98,8 +105,16 @@ def test_torch_inputs_are_never_mutated() -> None:
 
 def test_float32_inputs_stay_float32() -> None:
     theta0 = torch.tensor([1.0, -0.5], dtype=torch.float32)
-    traj = inertia.simulate(potentials.Quadratic([1.0, 2.0]), theta0, dt=0.1, n_steps=10,
-                            gamma=0.3, sigma=0.1, method="baoab", n_paths=3)
+    traj = inertia.simulate(
+        potentials.Quadratic([1.0, 2.0]),
+        theta0,
+        dt=0.1,
+        n_steps=10,
+        gamma=0.3,
+        sigma=0.1,
+        method="baoab",
+        n_paths=3,
+    )
     assert traj.theta.dtype == torch.float32 and traj.v.dtype == torch.float32
     assert traj.config["dtype"] == "torch.float32"
 
@@ -141,15 +156,15 @@ def test_torch_potential_ensembles_go_through_vmap() -> None:
         calls.clear()
         theta0 = np.linspace(-1.0, 1.0, 3 * n_paths).reshape(n_paths, 3)[::-1].copy()
         theta0[0] = [0.8, -0.6, 0.4]
-        traj = inertia.simulate(pot, theta0, dt=0.05, n_steps=10, method="leapfrog",
-                                gamma=0.2, sigma=0.1, seed=2)
+        traj = inertia.simulate(
+            pot, theta0, dt=0.05, n_steps=10, method="leapfrog", gamma=0.2, sigma=0.1, seed=2
+        )
         counts[n_paths] = len(calls)
         results[n_paths] = traj
         assert all(shape == (3,) for shape in calls)  # per-sample view inside vmap
     assert counts[1] == counts[7] == counts[64] <= 30
     # path 0 is the same whatever the ensemble size (same evaluations, same noise)
-    np.testing.assert_allclose(results[64].theta[0].numpy(), results[1].theta[0].numpy(),
-                               rtol=0, atol=1e-14)
+    np.testing.assert_allclose(results[64].theta[0].numpy(), results[1].theta[0].numpy(), rtol=0, atol=1e-14)
     # and vmap agrees with evaluating path by path
     theta = t64(np.random.default_rng(0).normal(size=(5, 3)))
     value, grad = pot.value_and_grad(theta)
@@ -160,9 +175,11 @@ def test_torch_potential_ensembles_go_through_vmap() -> None:
 
 
 def test_import_inertia_imports_neither_torch_nor_matplotlib() -> None:
-    code = ("import sys, inertia; "
-            "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, inertia; "
+        "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -21,8 +21,9 @@ LAM = np.array([1.0, 100.0])  # leapfrog bound: dt < 2 / sqrt(100) = 0.2
 UNSTABLE_DT = 0.25
 
 
-def leapfrog_reference(lam: np.ndarray, theta: np.ndarray, v: np.ndarray, dt: float,
-                       n_steps: int) -> int | None:
+def leapfrog_reference(
+    lam: np.ndarray, theta: np.ndarray, v: np.ndarray, dt: float, n_steps: int
+) -> int | None:
     """The first step at which a hand-written leapfrog on ``1/2 sum lam theta^2`` has a
     non-finite state or energy (``None`` if it never does)."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -31,8 +32,7 @@ def leapfrog_reference(lam: np.ndarray, theta: np.ndarray, v: np.ndarray, dt: fl
             theta = theta + dt * v
             v = v - 0.5 * dt * lam * theta
             energy = 0.5 * np.sum(v * v) + 0.5 * np.sum(lam * theta * theta)
-            if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(v))
-                    and np.isfinite(energy)):
+            if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(v)) and np.isfinite(energy)):
                 return n
     return None
 
@@ -44,12 +44,12 @@ def test_unstable_step_warns_before_running_then_raises() -> None:
 
         def progress(done: int, total: int) -> None:
             if not warned_before_first_step:
-                warned_before_first_step.append(
-                    any("stability bound" in str(w.message) for w in record))
+                warned_before_first_step.append(any("stability bound" in str(w.message) for w in record))
 
         with pytest.raises(inertia.DivergenceError, match=r"step \d+") as info:
-            inertia.simulate(pot, [1.0, 1.0], dt=UNSTABLE_DT, n_steps=2000, method="leapfrog",
-                             progress=progress)
+            inertia.simulate(
+                pot, [1.0, 1.0], dt=UNSTABLE_DT, n_steps=2000, method="leapfrog", progress=progress
+            )
     assert warned_before_first_step == [True]
     message = next(str(w.message) for w in record if "stability bound" in str(w.message))
     assert "leapfrog" in message and "100" in message and "0.2" in message  # bound 2/sqrt(100)
@@ -74,8 +74,9 @@ def test_unstable_step_warns_before_running_then_raises() -> None:
 def test_on_divergence_stop_returns_the_partial_trajectory() -> None:
     pot = potentials.Quadratic(LAM)
     with pytest.warns(RuntimeWarning, match="stability bound"):
-        traj = inertia.simulate(pot, [1.0, 1.0], dt=UNSTABLE_DT, n_steps=2000, save_every=50,
-                                on_divergence="stop")
+        traj = inertia.simulate(
+            pot, [1.0, 1.0], dt=UNSTABLE_DT, n_steps=2000, save_every=50, on_divergence="stop"
+        )
     expected = leapfrog_reference(LAM, np.array([1.0, 1.0]), np.zeros(2), UNSTABLE_DT, 2000)
     assert traj.status == "diverged"
     assert traj.first_bad_step is not None and traj.first_bad_step >= expected
@@ -92,8 +93,9 @@ def test_first_bad_step_does_not_depend_on_save_every(save_every: int) -> None:
     pot = potentials.Quadratic(LAM)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the stability warning is tested above
-        traj = inertia.simulate(pot, [1.0, 1.0], dt=UNSTABLE_DT, n_steps=2000,
-                                save_every=save_every, on_divergence="stop")
+        traj = inertia.simulate(
+            pot, [1.0, 1.0], dt=UNSTABLE_DT, n_steps=2000, save_every=save_every, on_divergence="stop"
+        )
     expected = leapfrog_reference(LAM, np.array([1.0, 1.0]), np.zeros(2), UNSTABLE_DT, 2000)
     assert traj.first_bad_step == expected
 
@@ -132,9 +134,12 @@ def test_nan_from_the_potential_is_caught(method: str, policy: str) -> None:
     clean = potentials.Quadratic([1.0, 1.0])
     # the first step at which the clean trajectory leaves the potential's domain
     ref = inertia.simulate(clean, theta0, v0, dt=dt, n_steps=200, method=method)
-    crossings = [n for n in range(1, 201)
-                 if inertia.simulate(clean, theta0, v0, dt=dt, n_steps=n, method=method,
-                                     save_every=n).theta[0, 0] > 1.5]
+    crossings = [
+        n
+        for n in range(1, 201)
+        if inertia.simulate(clean, theta0, v0, dt=dt, n_steps=n, method=method, save_every=n).theta[0, 0]
+        > 1.5
+    ]
     expected = crossings[0]
     assert ref.success and 50 < expected < 200
 
@@ -145,8 +150,9 @@ def test_nan_from_the_potential_is_caught(method: str, policy: str) -> None:
                 inertia.simulate(NaNBeyond(), theta0, v0, dt=dt, n_steps=200, method=method)
             traj = info.value.trajectory
         else:
-            traj = inertia.simulate(NaNBeyond(), theta0, v0, dt=dt, n_steps=200, method=method,
-                                    on_divergence="stop")
+            traj = inertia.simulate(
+                NaNBeyond(), theta0, v0, dt=dt, n_steps=200, method=method, on_divergence="stop"
+            )
     assert traj.status == "diverged"
     assert traj.first_bad_step == expected
     assert traj.step.tolist() == list(range(expected + 1))
@@ -170,8 +176,9 @@ def test_blow_up_without_a_known_bound_is_caught_without_stray_warnings() -> Non
     pot = potentials.QuarticChain([1.0, 2.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        traj = inertia.simulate(pot, [0.8, -0.6], [0.3, 0.5], dt=0.05, n_steps=5000,
-                                method="euler", on_divergence="stop")
+        traj = inertia.simulate(
+            pot, [0.8, -0.6], [0.3, 0.5], dt=0.05, n_steps=5000, method="euler", on_divergence="stop"
+        )
     assert traj.status == "diverged"
     assert 0 < traj.first_bad_step < 5000
     assert not np.isfinite(traj.inertia[-1, 0])
@@ -188,30 +195,31 @@ def test_no_warning_at_a_stable_step(method: str, gamma: object) -> None:
     t0 = 1.0 if isinstance(gamma, dynamics.NesterovFriction) else 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        traj = inertia.simulate(pot, [1.0, 1.0], dt=dt, n_steps=20, method=method, gamma=gamma,
-                                t0=t0)
+        traj = inertia.simulate(pot, [1.0, 1.0], dt=dt, n_steps=20, method=method, gamma=gamma, t0=t0)
     assert traj.success
 
 
-@pytest.mark.parametrize(("method", "gamma", "dt", "warns"), [
-    # leapfrog / BAOAB: dt sqrt(lambda) < 2, i.e. dt < 0.2
-    ("leapfrog", 0.0, 0.19, False),
-    ("leapfrog", 0.0, 0.21, True),
-    ("baoab", 0.0, 0.19, False),
-    ("baoab", 0.0, 0.21, True),
-    # heavy ball: dt^2 lambda < 2 (1 + e^{-gamma dt})
-    ("symplectic_euler", 0.0, 0.199, False),
-    ("symplectic_euler", 0.0, 0.201, True),
-    ("symplectic_euler", 1.0, 0.19, False),  # 3.61 < 2 (1 + e^{-0.19}) = 3.654
-    ("symplectic_euler", 1.0, 0.195, True),  # 3.8025 > 3.646
-    # explicit Euler with friction: |1 - gamma dt + lambda dt^2| < 1, i.e. dt lambda < gamma
-    ("euler", 1.0, 0.009, False),
-    ("euler", 1.0, 0.011, True),
-    # explicit Euler without friction is unstable for every dt: a baseline, not a mistake
-    ("euler", 0.0, 0.001, False),
-])
-def test_warning_tracks_each_methods_own_bound(method: str, gamma: float, dt: float,
-                                               warns: bool) -> None:
+@pytest.mark.parametrize(
+    ("method", "gamma", "dt", "warns"),
+    [
+        # leapfrog / BAOAB: dt sqrt(lambda) < 2, i.e. dt < 0.2
+        ("leapfrog", 0.0, 0.19, False),
+        ("leapfrog", 0.0, 0.21, True),
+        ("baoab", 0.0, 0.19, False),
+        ("baoab", 0.0, 0.21, True),
+        # heavy ball: dt^2 lambda < 2 (1 + e^{-gamma dt})
+        ("symplectic_euler", 0.0, 0.199, False),
+        ("symplectic_euler", 0.0, 0.201, True),
+        ("symplectic_euler", 1.0, 0.19, False),  # 3.61 < 2 (1 + e^{-0.19}) = 3.654
+        ("symplectic_euler", 1.0, 0.195, True),  # 3.8025 > 3.646
+        # explicit Euler with friction: |1 - gamma dt + lambda dt^2| < 1, i.e. dt lambda < gamma
+        ("euler", 1.0, 0.009, False),
+        ("euler", 1.0, 0.011, True),
+        # explicit Euler without friction is unstable for every dt: a baseline, not a mistake
+        ("euler", 0.0, 0.001, False),
+    ],
+)
+def test_warning_tracks_each_methods_own_bound(method: str, gamma: float, dt: float, warns: bool) -> None:
     pot = potentials.Quadratic(LAM)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

@@ -44,8 +44,7 @@ ERROR_FLOOR = 1e-11  # DOP853 at rtol = atol = 1e-13 is good to about 1e-12 here
 PROBLEMS = {
     "harmonic": (lambda: potentials.Quadratic([1.0, 3.0]), [1.0, -0.5], [0.2, 0.7], 1.0),
     "quartic": (lambda: quartic_chain(2), [0.8, -0.6], [0.3, 0.5], 1.0),
-    "quartic-mass": (lambda: quartic_chain(3), [0.8, -0.6, 0.4], [0.3, 0.5, -0.2],
-                     [1.0, 2.5, 0.7]),
+    "quartic-mass": (lambda: quartic_chain(3), [0.8, -0.6, 0.4], [0.3, 0.5, -0.2], [1.0, 2.5, 0.7]),
 }
 
 FRICTIONS = {
@@ -56,8 +55,9 @@ FRICTIONS = {
 }
 
 
-def global_errors(method: str, problem: str, friction: str,
-                  dts: np.ndarray = DTS) -> tuple[np.ndarray, np.ndarray]:
+def global_errors(
+    method: str, problem: str, friction: str, dts: np.ndarray = DTS
+) -> tuple[np.ndarray, np.ndarray]:
     """Errors ``max(|theta - theta_ref|, |v - v_ref|)`` at ``t0 + HORIZON`` for each ``dt``."""
     make_pot, theta0, v0, mass = PROBLEMS[problem]
     gamma, t0 = FRICTIONS[friction]
@@ -67,12 +67,21 @@ def global_errors(method: str, problem: str, friction: str,
     for dt in dts:
         n_steps = round(HORIZON / dt)
         assert n_steps * dt == HORIZON
-        traj = inertia.simulate(pot, theta0, v0, gamma=gamma, mass=mass, dt=float(dt),
-                                n_steps=n_steps, method=method, t0=t0, save_every=n_steps)
+        traj = inertia.simulate(
+            pot,
+            theta0,
+            v0,
+            gamma=gamma,
+            mass=mass,
+            dt=float(dt),
+            n_steps=n_steps,
+            method=method,
+            t0=t0,
+            save_every=n_steps,
+        )
         assert traj.success
         assert traj.t[-1] == t0 + HORIZON
-        errors.append(max(np.abs(traj.theta[0] - ref_theta).max(),
-                          np.abs(traj.v[0] - ref_v).max()))
+        errors.append(max(np.abs(traj.theta[0] - ref_theta).max(), np.abs(traj.v[0] - ref_v).max()))
     return np.asarray(dts), np.asarray(errors)
 
 
@@ -91,8 +100,7 @@ def test_measured_order_matches_declared(method: str, problem: str, friction: st
     slope, n_points = measured_order(dts, errors)
     assert n_points >= 4, f"only {n_points} points above {ERROR_FLOOR:g}: {errors}"
     assert declared - 0.15 <= slope <= declared + 0.15, (
-        f"{method} on {problem}/{friction}: measured order {slope:.3f}, declared {declared}; "
-        f"errors {errors}"
+        f"{method} on {problem}/{friction}: measured order {slope:.3f}, declared {declared}; errors {errors}"
     )
     # errors decrease monotonically until the reference's floor: a clean asymptotic regime
     kept = errors[errors > ERROR_FLOOR]
@@ -107,8 +115,7 @@ def test_reference_agrees_with_closed_form(gamma: float) -> None:
     """The DOP853 reference itself reproduces THEORY.md section 4 (under/critical/over-damped)."""
     lam = np.array([1.0, 3.0])
     theta0, v0 = np.array([1.0, -0.5]), np.array([0.2, 0.7])
-    ref_theta, ref_v = reference_solution(potentials.Quadratic(lam), theta0, v0, gamma, 0.0,
-                                          HORIZON)
+    ref_theta, ref_v = reference_solution(potentials.Quadratic(lam), theta0, v0, gamma, 0.0, HORIZON)
     x, xdot = theory.damped_quadratic_modes(lam, gamma, theta0, v0, [HORIZON])
     np.testing.assert_allclose(ref_theta, x[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(ref_v, xdot[0], rtol=0, atol=1e-12)
@@ -128,9 +135,16 @@ def test_order_harness_catches_off_centre_friction(temporary_method) -> None:
     """Power control: a leapfrog that applies its friction in one block before the kicks
     (``O(1) B(1/2) A(1) B(1/2)`` instead of the symmetric ``O(1/2) ... O(1/2)``) is only first
     order with friction. Declared as order 2, it must fail the order check by a wide margin."""
-    broken = Method("test_leapfrog_off_centre", 2, 2, True, True, 1,
-                    make_splitting_step((("O", 1.0), ("B", 0.5), ("A", 1.0), ("B", 0.5))),
-                    "deliberately broken")
+    broken = Method(
+        "test_leapfrog_off_centre",
+        2,
+        2,
+        True,
+        True,
+        1,
+        make_splitting_step((("O", 1.0), ("B", 0.5), ("A", 1.0), ("B", 0.5))),
+        "deliberately broken",
+    )
     temporary_method(broken)
     frictionless, _ = measured_order(*global_errors(broken.name, "quartic", "frictionless"))
     assert abs(frictionless - 2.0) <= 0.15  # without friction the bug is invisible ...
@@ -147,8 +161,7 @@ LONG_THETA0, LONG_V0 = [0.8, -0.6], [0.3, 0.5]
 
 
 def _long_run(method: str, dt: float, n_steps: int) -> inertia.Trajectory:
-    traj = inertia.simulate(quartic_chain(2), LONG_THETA0, LONG_V0, dt=dt, n_steps=n_steps,
-                            method=method)
+    traj = inertia.simulate(quartic_chain(2), LONG_THETA0, LONG_V0, dt=dt, n_steps=n_steps, method=method)
     assert traj.success
     return traj
 
@@ -198,16 +211,19 @@ def test_drift_check_fails_for_runge_kutta(temporary_method) -> None:
     assert abs(drift) > 0.5 * max_err
 
 
-@pytest.mark.parametrize(("lam", "mass", "dt"), [(1.0, 1.0, 0.1), (4.0, 1.0, 0.03),
-                                                 (2.0, 0.5, 0.05), (0.3, 3.0, 0.2)])
+@pytest.mark.parametrize(
+    ("lam", "mass", "dt"), [(1.0, 1.0, 0.1), (4.0, 1.0, 0.03), (2.0, 0.5, 0.05), (0.3, 3.0, 0.2)]
+)
 def test_explicit_euler_energy_grows_by_exact_factor(lam: float, mass: float, dt: float) -> None:
     """Explicit Euler on a frictionless harmonic mode: ``I_{n+1} = (1 + lambda dt^2 / m) I_n``."""
     theta0 = np.array([[1.0], [0.0], [-0.3], [2.0]])
     v0 = np.array([[0.0], [1.0], [0.7], [-1.5]])
-    traj = inertia.simulate(potentials.Quadratic([lam]), theta0, v0, mass=mass, dt=dt,
-                            n_steps=200, method="euler")
+    traj = inertia.simulate(
+        potentials.Quadratic([lam]), theta0, v0, mass=mass, dt=dt, n_steps=200, method="euler"
+    )
     growth = traj.inertia[1:] / traj.inertia[:-1]
     np.testing.assert_allclose(growth, 1.0 + lam * dt * dt / mass, rtol=1e-12, atol=0)
     # and hence a geometric blow-up of the total, not a bounded error
-    np.testing.assert_allclose(traj.inertia[-1] / traj.inertia[0],
-                               (1.0 + lam * dt * dt / mass) ** 200, rtol=1e-10)
+    np.testing.assert_allclose(
+        traj.inertia[-1] / traj.inertia[0], (1.0 + lam * dt * dt / mass) ** 200, rtol=1e-10
+    )

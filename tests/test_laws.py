@@ -18,8 +18,14 @@ from inertia.integrators import METHODS, Method, StepContext, StepResult, regist
 N_PATHS = 2000
 
 
-def _variant(name: str, base: str, *, ctx: Callable[[StepContext], StepContext] | None = None,
-             result: Callable[[StepResult], StepResult] | None = None, **meta: object) -> Method:
+def _variant(
+    name: str,
+    base: str,
+    *,
+    ctx: Callable[[StepContext], StepContext] | None = None,
+    result: Callable[[StepResult], StepResult] | None = None,
+    **meta: object,
+) -> Method:
     """A registered method that wraps ``base`` with a deliberate bug."""
     inner_method = METHODS[base]
 
@@ -119,8 +125,7 @@ def test_damped_ledger_under_schedule() -> None:
 
 def test_ledger_check_has_teeth(broken: Callable[..., str]) -> None:
     # booking only half the friction work leaves an O(1) residual: no convergence
-    name = broken("half_ledger", "leapfrog",
-                  result=lambda r: r._replace(dissipated=0.5 * r.dissipated))
+    name = broken("half_ledger", "leapfrog", result=lambda r: r._replace(dissipated=0.5 * r.dissipated))
     assert not verify.check_ledger_order(name).passed
 
 
@@ -134,8 +139,11 @@ def test_closed_form_check_has_teeth(broken: Callable[..., str]) -> None:
     # 1 % too much friction: the error stops converging
     from inertia.dynamics import ConstantFriction
 
-    name = broken("wrong_gamma", "leapfrog", ctx=lambda c: dataclasses.replace(
-        c, friction=ConstantFriction(1.01 * c.friction(0.0))))
+    name = broken(
+        "wrong_gamma",
+        "leapfrog",
+        ctx=lambda c: dataclasses.replace(c, friction=ConstantFriction(1.01 * c.friction(0.0))),
+    )
     assert not verify.check_closed_form("underdamped", method=name).passed
 
 
@@ -216,12 +224,21 @@ def test_stationary_level_independent_of_hessian() -> None:
     from inertia import potentials, simulate, theory
 
     lam = [1.0, 9.0]
-    tr = simulate(potentials.Quadratic(lam), [0.0, 0.0], gamma=2.0, sigma=0.6, dt=0.02,
-                  n_steps=1000, method="baoab", n_paths=N_PATHS, seed=11, save_every=1000)
+    tr = simulate(
+        potentials.Quadratic(lam),
+        [0.0, 0.0],
+        gamma=2.0,
+        sigma=0.6,
+        dt=0.02,
+        n_steps=1000,
+        method="baoab",
+        n_paths=N_PATHS,
+        seed=11,
+        save_every=1000,
+    )
     level = theory.stationary_inertia(2, 2.0, 0.6)
     se = tr.inertia[-1].std(ddof=1) / np.sqrt(N_PATHS)
-    assert abs(tr.inertia[-1].mean() - level) <= 3 * se + verify.bias_budget("baoab", 0.02,
-                                                                                level) * 9 / 4
+    assert abs(tr.inertia[-1].mean() - level) <= 3 * se + verify.bias_budget("baoab", 0.02, level) * 9 / 4
 
 
 def test_run_checks_quick_all_pass() -> None:

@@ -52,8 +52,7 @@ def test_gradient_matches_torch_autograd(name: str) -> None:
         x = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
         value = pot.value(x)
         (auto,) = torch.autograd.grad(value, x)
-        np.testing.assert_allclose(pot.grad(x).detach().numpy(), auto.numpy(), rtol=1e-13,
-                                   atol=1e-13)
+        np.testing.assert_allclose(pot.grad(x).detach().numpy(), auto.numpy(), rtol=1e-13, atol=1e-13)
         np.testing.assert_allclose(value.detach().numpy(), pot.value(theta), rtol=1e-14)
 
 
@@ -74,15 +73,16 @@ def test_ensemble_and_single_evaluations_agree(name: str) -> None:
 
 def test_closed_form_values() -> None:
     theta = np.array([0.3, -1.2, 0.7])
-    np.testing.assert_allclose(potentials.Quadratic(matrix=A).value(theta), 0.5 * theta @ A @ theta,
-                               rtol=1e-15)
-    np.testing.assert_allclose(potentials.Quadratic([0.5, 1.0, 4.0]).value(theta),
-                               0.5 * (0.5 * 0.09 + 1.44 + 4.0 * 0.49), rtol=1e-15)
+    np.testing.assert_allclose(
+        potentials.Quadratic(matrix=A).value(theta), 0.5 * theta @ A @ theta, rtol=1e-15
+    )
+    np.testing.assert_allclose(
+        potentials.Quadratic([0.5, 1.0, 4.0]).value(theta), 0.5 * (0.5 * 0.09 + 1.44 + 4.0 * 0.49), rtol=1e-15
+    )
     dw = potentials.DoubleWell(3, barrier=0.7, stiffness=2.0)
     np.testing.assert_allclose(dw.value(theta), 0.7 * (0.09 - 1) ** 2 + (1.44 + 0.49), rtol=1e-15)
     rb = potentials.Rosenbrock(3, a=1.0, b=10.0)
-    expected = sum(10.0 * (theta[i + 1] - theta[i] ** 2) ** 2 + (1 - theta[i]) ** 2
-                   for i in range(2))
+    expected = sum(10.0 * (theta[i + 1] - theta[i] ** 2) ** 2 + (1 - theta[i]) ** 2 for i in range(2))
     np.testing.assert_allclose(rb.value(theta), expected, rtol=1e-14)
     qc = potentials.QuarticChain([1.0, 2.0, 3.0], beta=1.5)
     diffs = np.diff(theta)
@@ -90,13 +90,16 @@ def test_closed_form_values() -> None:
     np.testing.assert_allclose(qc.value(theta), expected, rtol=1e-14)
 
 
-@pytest.mark.parametrize(("pot", "argmin"), [
-    (potentials.Quadratic(matrix=A), [0.0, 0.0, 0.0]),
-    (potentials.DoubleWell(3), [1.0, 0.0, 0.0]),
-    (potentials.DoubleWell(3), [-1.0, 0.0, 0.0]),
-    (potentials.Rosenbrock(3), [1.0, 1.0, 1.0]),
-    (potentials.QuarticChain([1.0, 2.0, 3.0]), [0.0, 0.0, 0.0]),
-])
+@pytest.mark.parametrize(
+    ("pot", "argmin"),
+    [
+        (potentials.Quadratic(matrix=A), [0.0, 0.0, 0.0]),
+        (potentials.DoubleWell(3), [1.0, 0.0, 0.0]),
+        (potentials.DoubleWell(3), [-1.0, 0.0, 0.0]),
+        (potentials.Rosenbrock(3), [1.0, 1.0, 1.0]),
+        (potentials.QuarticChain([1.0, 2.0, 3.0]), [0.0, 0.0, 0.0]),
+    ],
+)
 def test_stated_minimum(pot, argmin) -> None:
     theta = np.array(argmin)
     assert float(pot.value(theta)) == pot.minimum == 0.0
@@ -112,8 +115,9 @@ def test_quadratic_spectrum() -> None:
     np.testing.assert_allclose(q.T @ q, np.eye(3), atol=1e-14)
     diag = potentials.Quadratic([4.0, 0.5, 1.0])
     assert diag.eigenvalues.tolist() == [0.5, 1.0, 4.0]
-    np.testing.assert_allclose(diag.eigenvectors @ np.diag(diag.eigenvalues)
-                               @ diag.eigenvectors.T, np.diag([4.0, 0.5, 1.0]))
+    np.testing.assert_allclose(
+        diag.eigenvectors @ np.diag(diag.eigenvalues) @ diag.eigenvectors.T, np.diag([4.0, 0.5, 1.0])
+    )
     # a nearly symmetric matrix is symmetrised; the Hessian is the matrix
     sym = potentials.Quadratic(matrix=A + 1e-14 * np.triu(np.ones((3, 3)), 1))
     np.testing.assert_allclose(sym.matrix, sym.matrix.T, rtol=0, atol=0)
@@ -152,8 +156,7 @@ def test_from_module_matches_backward(weight_decay: float) -> None:
     through the module (float64), gradient ordered as ``named_parameters``."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(),
-                                 torch.nn.Linear(4, 2)).double()
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
     x = torch.randn(10, 3, dtype=torch.float64)
     y = torch.randn(10, 2, dtype=torch.float64)
     loss_fn = torch.nn.functional.mse_loss
@@ -192,8 +195,7 @@ def test_energy_functions() -> None:
     v = np.array([[3.0, 4.0], [1.0, -2.0]])
     assert energy.kinetic(v).tolist() == [12.5, 2.5]
     assert energy.kinetic(v, mass=2.0).tolist() == [25.0, 5.0]
-    assert energy.kinetic(v, mass=np.array([1.0, 3.0])).tolist() == [
-        0.5 * (9 + 48), 0.5 * (1 + 12)]
+    assert energy.kinetic(v, mass=np.array([1.0, 3.0])).tolist() == [0.5 * (9 + 48), 0.5 * (1 + 12)]
     pot = potentials.Quadratic([1.0, 2.0])
     theta = np.array([[1.0, 1.0], [0.0, 2.0]])
     np.testing.assert_array_equal(energy.potential(pot, theta), [1.5, 4.0])

@@ -27,14 +27,35 @@ def as_backend(x: Any, backend: str) -> Any:
     return torch.as_tensor(np.asarray(x), dtype=torch.float64)
 
 
-def noisy_run(backend: str, method: str, *, n_paths: int = 4, seed: int = 3, n_steps: int = 40,
-              theta0: Any = None, v0: Any = None, initial_step: int = 0,
-              gamma: Any = 0.6, **kw: Any) -> inertia.Trajectory:
+def noisy_run(
+    backend: str,
+    method: str,
+    *,
+    n_paths: int = 4,
+    seed: int = 3,
+    n_steps: int = 40,
+    theta0: Any = None,
+    v0: Any = None,
+    initial_step: int = 0,
+    gamma: Any = 0.6,
+    **kw: Any,
+) -> inertia.Trajectory:
     if theta0 is None:
         theta0 = as_backend([0.8, -0.6, 0.4], backend)
-    return inertia.simulate(quartic_chain(3), theta0, v0, gamma=gamma, sigma=0.5, dt=0.05,
-                            n_steps=n_steps, method=method, n_paths=n_paths, seed=seed,
-                            initial_step=initial_step, **kw)
+    return inertia.simulate(
+        quartic_chain(3),
+        theta0,
+        v0,
+        gamma=gamma,
+        sigma=0.5,
+        dt=0.05,
+        n_steps=n_steps,
+        method=method,
+        n_paths=n_paths,
+        seed=seed,
+        initial_step=initial_step,
+        **kw,
+    )
 
 
 def assert_same_run(a: inertia.Trajectory, b: inertia.Trajectory) -> None:
@@ -108,10 +129,12 @@ def test_chunked_run_equals_uninterrupted_run(backend: str, method: str, gamma: 
     v0 = as_backend([0.3, 0.5, -0.2], backend)
     full = noisy_run(backend, method, n_steps=50, gamma=gamma, t0=t0, v0=v0)
     first = noisy_run(backend, method, n_steps=20, gamma=gamma, t0=t0, v0=v0)
-    second = noisy_run(backend, method, n_steps=17, gamma=gamma, t0=t0, theta0=first.theta,
-                       v0=first.v, initial_step=20)
-    third = noisy_run(backend, method, n_steps=13, gamma=gamma, t0=t0, theta0=second.theta,
-                      v0=second.v, initial_step=37)
+    second = noisy_run(
+        backend, method, n_steps=17, gamma=gamma, t0=t0, theta0=first.theta, v0=first.v, initial_step=20
+    )
+    third = noisy_run(
+        backend, method, n_steps=13, gamma=gamma, t0=t0, theta0=second.theta, v0=second.v, initial_step=37
+    )
     for x, y in zip(final_state(third), final_state(full), strict=True):
         assert np.array_equal(x, y)
     # the recorded rows of the chunks are the rows of the full run
@@ -133,8 +156,9 @@ def test_resume_from_saved_file_equals_uninterrupted_run(tmp_path, method: str) 
     first = noisy_run("numpy", method, n_steps=12)
     path = first.save(tmp_path / "first.npz")
     loaded = inertia.Trajectory.load(path)
-    second = noisy_run("numpy", method, n_steps=18, theta0=loaded.theta, v0=loaded.v,
-                       initial_step=int(loaded.step[-1]))
+    second = noisy_run(
+        "numpy", method, n_steps=18, theta0=loaded.theta, v0=loaded.v, initial_step=int(loaded.step[-1])
+    )
     assert np.array_equal(second.theta, full.theta) and np.array_equal(second.v, full.v)
 
 

@@ -34,9 +34,11 @@ def friction(h: float, gamma: float) -> np.ndarray:
 
 def by_hand(method: str, lam: float, gamma: float, dt: float) -> np.ndarray:
     """The scheme's sub-steps as 2x2 matrices, the first sub-step rightmost."""
+
     def leapfrog(h: float) -> np.ndarray:
-        return (friction(h / 2, gamma) @ kick(h / 2, lam) @ drift(h) @ kick(h / 2, lam)
-                @ friction(h / 2, gamma))
+        return (
+            friction(h / 2, gamma) @ kick(h / 2, lam) @ drift(h) @ kick(h / 2, lam) @ friction(h / 2, gamma)
+        )
 
     if method == "euler":
         return np.array([[1.0, dt], [-lam * dt, 1.0 - gamma * dt]])
@@ -45,8 +47,7 @@ def by_hand(method: str, lam: float, gamma: float, dt: float) -> np.ndarray:
     if method == "leapfrog":
         return leapfrog(dt)
     if method == "baoab":
-        return (kick(dt / 2, lam) @ drift(dt / 2) @ friction(dt, gamma) @ drift(dt / 2)
-                @ kick(dt / 2, lam))
+        return kick(dt / 2, lam) @ drift(dt / 2) @ friction(dt, gamma) @ drift(dt / 2) @ kick(dt / 2, lam)
     if method == "yoshida4":
         return leapfrog(YOSHIDA_W1 * dt) @ leapfrog(YOSHIDA_W0 * dt) @ leapfrog(YOSHIDA_W1 * dt)
     raise AssertionError(method)
@@ -59,8 +60,7 @@ def test_step_matrix_equals_the_scheme_by_hand(method: str, gamma: float, dt: fl
     s = stability.step_matrix(method, LAMBDAS, gamma, dt)
     assert s.shape == (len(LAMBDAS), 2, 2)
     for i, lam in enumerate(LAMBDAS):
-        np.testing.assert_allclose(s[i], by_hand(method, lam, gamma, dt), rtol=1e-13,
-                                   atol=1e-13)
+        np.testing.assert_allclose(s[i], by_hand(method, lam, gamma, dt), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5])
@@ -110,14 +110,14 @@ def test_explicit_euler_without_friction_is_never_stable(lam: float) -> None:
 def test_explicit_euler_with_friction_bound(lam: float, gamma: float) -> None:
     """Complex eigenvalues (gamma^2 < 4 lambda): ``|z|^2 = 1 - gamma dt + lambda dt^2``, stable
     iff ``dt < gamma / lambda``."""
-    np.testing.assert_allclose(stability.max_stable_dt("euler", lam, gamma), gamma / lam,
-                               rtol=1e-8)
+    np.testing.assert_allclose(stability.max_stable_dt("euler", lam, gamma), gamma / lam, rtol=1e-8)
 
 
 @pytest.mark.parametrize("lam", [1.0, 9.0])
 def test_yoshida4_bound_from_the_composed_matrices(lam: float) -> None:
     """The composition is stable while ``|tr S| / 2 <= 1`` (``det S = 1``); bisect the hand-made
     product independently and compare."""
+
     def stable(dt: float) -> bool:
         return abs(np.trace(by_hand("yoshida4", lam, 0.0, dt))) / 2 <= 1.0
 
@@ -137,17 +137,21 @@ def test_spectral_radius_with_friction_is_the_contraction() -> None:
     for method in ("symplectic_euler", "leapfrog", "baoab", "yoshida4"):
         s = stability.step_matrix(method, [lam], gamma, dt)[0]
         np.testing.assert_allclose(np.linalg.det(s), math.exp(-gamma * dt), rtol=1e-13)
-        np.testing.assert_allclose(stability.spectral_radius(method, [lam], gamma, dt)[0],
-                                   math.exp(-gamma * dt / 2), rtol=1e-12)
+        np.testing.assert_allclose(
+            stability.spectral_radius(method, [lam], gamma, dt)[0], math.exp(-gamma * dt / 2), rtol=1e-12
+        )
 
 
-@pytest.mark.parametrize(("call", "error", "match"), [
-    (lambda: stability.max_stable_dt("leapfrog", 0.0), ValueError, r"`eigenvalue` must be > 0"),
-    (lambda: stability.max_stable_dt("leapfrog", -1.0), ValueError, r"`eigenvalue` must be > 0"),
-    (lambda: stability.max_stable_dt("leapfrog", 1.0, -0.1), ValueError, r"`gamma` must be >= 0"),
-    (lambda: stability.step_matrix("leapfrog", [1.0], 0.0, 0.0), ValueError, r"`dt` must be > 0"),
-    (lambda: stability.step_matrix("nope", [1.0], 0.0, 0.1), ValueError, r"`method` must be one"),
-])
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: stability.max_stable_dt("leapfrog", 0.0), ValueError, r"`eigenvalue` must be > 0"),
+        (lambda: stability.max_stable_dt("leapfrog", -1.0), ValueError, r"`eigenvalue` must be > 0"),
+        (lambda: stability.max_stable_dt("leapfrog", 1.0, -0.1), ValueError, r"`gamma` must be >= 0"),
+        (lambda: stability.step_matrix("leapfrog", [1.0], 0.0, 0.0), ValueError, r"`dt` must be > 0"),
+        (lambda: stability.step_matrix("nope", [1.0], 0.0, 0.1), ValueError, r"`method` must be one"),
+    ],
+)
 def test_bad_arguments(call, error, match) -> None:
     with pytest.raises(error, match=match):
         call()

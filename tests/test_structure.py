@@ -38,11 +38,11 @@ V0 = np.array([0.3, 0.5, -0.2])
 def test_time_reversibility(method: str, mass: object) -> None:
     pot = quartic_chain(3)
     n_steps, dt = 1000, 0.05
-    fwd = inertia.simulate(pot, THETA0, V0, mass=mass, dt=dt, n_steps=n_steps, method=method,
-                           gamma=0.0, sigma=0.0)
+    fwd = inertia.simulate(
+        pot, THETA0, V0, mass=mass, dt=dt, n_steps=n_steps, method=method, gamma=0.0, sigma=0.0
+    )
     assert np.abs(fwd.theta[0] - THETA0).max() > 0.1  # it went somewhere
-    back = inertia.simulate(pot, fwd.theta, -fwd.v, mass=mass, dt=dt, n_steps=n_steps,
-                            method=method)
+    back = inertia.simulate(pot, fwd.theta, -fwd.v, mass=mass, dt=dt, n_steps=n_steps, method=method)
     np.testing.assert_allclose(back.theta[0], THETA0, rtol=0, atol=1e-10)
     np.testing.assert_allclose(-back.v[0], V0, rtol=0, atol=1e-10)
 
@@ -60,8 +60,9 @@ def test_non_symmetric_methods_are_not_reversible(method: str) -> None:
 # Conformal symplecticity of the one-step map
 
 
-def one_step_jacobian(method: str, gamma: object, mass: object, dt: float, t0: float = 0.0,
-                      eps: float = 1e-5) -> np.ndarray:
+def one_step_jacobian(
+    method: str, gamma: object, mass: object, dt: float, t0: float = 0.0, eps: float = 1e-5
+) -> np.ndarray:
     """``d(theta', p')/d(theta, p)`` of one step at ``(THETA0, V0)`` by central differences,
     all ``4 d`` perturbed states stepped at once as one ensemble."""
     d = THETA0.size
@@ -69,10 +70,19 @@ def one_step_jacobian(method: str, gamma: object, mass: object, dt: float, t0: f
     z0 = np.concatenate([THETA0, m * V0])
     dz = eps * np.eye(2 * d)
     z = np.concatenate([z0 + dz, z0 - dz])  # (4 d, 2 d)
-    traj = inertia.simulate(quartic_chain(d), z[:, :d], z[:, d:] / m, gamma=gamma, mass=mass,
-                            dt=dt, n_steps=1, method=method, t0=t0)
+    traj = inertia.simulate(
+        quartic_chain(d),
+        z[:, :d],
+        z[:, d:] / m,
+        gamma=gamma,
+        mass=mass,
+        dt=dt,
+        n_steps=1,
+        method=method,
+        t0=t0,
+    )
     out = np.concatenate([traj.theta, m * traj.v], axis=1)
-    return ((out[: 2 * d] - out[2 * d:]) / (2 * eps)).T
+    return ((out[: 2 * d] - out[2 * d :]) / (2 * eps)).T
 
 
 def omega(d: int) -> np.ndarray:
@@ -116,8 +126,9 @@ def test_euler_and_rk4_are_not_symplectic(temporary_method, gamma: float) -> Non
 # Reduction identities
 
 
-@pytest.mark.parametrize("pot", [quartic_chain(3), potentials.Quadratic([0.5, 1.0, 4.0])],
-                         ids=["quartic", "quadratic"])
+@pytest.mark.parametrize(
+    "pot", [quartic_chain(3), potentials.Quadratic([0.5, 1.0, 4.0])], ids=["quartic", "quadratic"]
+)
 def test_baoab_without_friction_or_noise_is_leapfrog_bit_for_bit(pot) -> None:
     theta0 = np.stack([THETA0, -THETA0, 0.5 * THETA0])
     kw = dict(dt=0.07, n_steps=500, save_every=3, gamma=0.0, sigma=0.0, mass=[1.0, 2.0, 0.5])
@@ -163,8 +174,7 @@ def test_symplectic_euler_is_heavy_ball_sgd(lr: float, momentum: float) -> None:
         thetas.append(param.detach().numpy().copy())
         vs.append(-math.sqrt(lr) * buf.numpy().copy())
 
-    traj = inertia.simulate(pot, theta0, gamma=gamma, dt=dt, n_steps=n_steps,
-                            method="symplectic_euler")
+    traj = inertia.simulate(pot, theta0, gamma=gamma, dt=dt, n_steps=n_steps, method="symplectic_euler")
     np.testing.assert_allclose(traj.theta[0], thetas[-1], rtol=0, atol=1e-10)
     np.testing.assert_allclose(traj.v[0], vs[-1], rtol=0, atol=1e-10)
     # every step, through the recorded energies: K_k = lr/2 |b_k|^2, V_k = L(theta_k)
@@ -175,8 +185,16 @@ def test_symplectic_euler_is_heavy_ball_sgd(lr: float, momentum: float) -> None:
     # and the intermediate states, by continuing the run in chunks
     state_theta, state_v = theta0, None
     for k in range(0, n_steps, 20):
-        part = inertia.simulate(pot, state_theta, state_v, gamma=gamma, dt=dt, n_steps=20,
-                                method="symplectic_euler", initial_step=k)
+        part = inertia.simulate(
+            pot,
+            state_theta,
+            state_v,
+            gamma=gamma,
+            dt=dt,
+            n_steps=20,
+            method="symplectic_euler",
+            initial_step=k,
+        )
         state_theta, state_v = part.theta, part.v
         np.testing.assert_allclose(part.theta[0], thetas[k + 20], rtol=0, atol=1e-10)
         np.testing.assert_allclose(part.v[0], vs[k + 20], rtol=0, atol=1e-10)
@@ -188,8 +206,15 @@ def test_symplectic_euler_is_heavy_ball_sgd(lr: float, momentum: float) -> None:
 
 def test_time_grid_comes_from_the_integer_counter() -> None:
     dt, n_steps, t0 = 0.1, 10**5, 0.3
-    traj = inertia.simulate(potentials.Quadratic([1.0]), [1.0], dt=dt, n_steps=n_steps,
-                            method="symplectic_euler", t0=t0, save_every=10**4)
+    traj = inertia.simulate(
+        potentials.Quadratic([1.0]),
+        [1.0],
+        dt=dt,
+        n_steps=n_steps,
+        method="symplectic_euler",
+        t0=t0,
+        save_every=10**4,
+    )
     assert traj.step.tolist() == list(range(0, n_steps + 1, 10**4))
     assert np.array_equal(traj.t, t0 + traj.step * dt)
     assert traj.t[-1] == t0 + n_steps * dt
@@ -200,16 +225,20 @@ def test_time_grid_comes_from_the_integer_counter() -> None:
     assert traj.n_steps == n_steps
 
 
-@pytest.mark.parametrize(("n_steps", "save_every", "expected"), [
-    (25, 7, [0, 7, 14, 21, 25]),
-    (21, 7, [0, 7, 14, 21]),
-    (5, 1, [0, 1, 2, 3, 4, 5]),
-    (3, 10, [0, 3]),
-    (0, 4, [0]),
-])
+@pytest.mark.parametrize(
+    ("n_steps", "save_every", "expected"),
+    [
+        (25, 7, [0, 7, 14, 21, 25]),
+        (21, 7, [0, 7, 14, 21]),
+        (5, 1, [0, 1, 2, 3, 4, 5]),
+        (3, 10, [0, 3]),
+        (0, 4, [0]),
+    ],
+)
 def test_saved_steps(n_steps: int, save_every: int, expected: list[int]) -> None:
-    traj = inertia.simulate(potentials.Quadratic([1.0, 2.0]), [1.0, 0.0], dt=0.1,
-                            n_steps=n_steps, save_every=save_every)
+    traj = inertia.simulate(
+        potentials.Quadratic([1.0, 2.0]), [1.0, 0.0], dt=0.1, n_steps=n_steps, save_every=save_every
+    )
     assert traj.step.tolist() == expected
     assert traj.kinetic.shape == traj.potential.shape == (len(expected), 1)
     assert traj.n_saved == len(expected)
@@ -217,9 +246,16 @@ def test_saved_steps(n_steps: int, save_every: int, expected: list[int]) -> None
 
 def test_time_grid_with_initial_step_and_t0() -> None:
     dt, t0 = 0.1, 0.7
-    traj = inertia.simulate(potentials.Quadratic([1.0]), [1.0], dt=dt, n_steps=30,
-                            save_every=7, initial_step=12345, t0=t0,
-                            gamma=dynamics.NesterovFriction(3.0))
+    traj = inertia.simulate(
+        potentials.Quadratic([1.0]),
+        [1.0],
+        dt=dt,
+        n_steps=30,
+        save_every=7,
+        initial_step=12345,
+        t0=t0,
+        gamma=dynamics.NesterovFriction(3.0),
+    )
     assert traj.step.tolist() == [12345, 12352, 12359, 12366, 12373, 12375]
     assert np.array_equal(traj.t, t0 + traj.step * dt)
     assert traj.t[-1] == t0 + (12345 + 30) * dt

@@ -13,15 +13,15 @@ X0 = np.array([1.0, -0.5, 0.3])
 V0 = np.array([0.2, 0.1, -1.0])
 
 
-def _ode_inertia(lam: np.ndarray, gamma: float, x0: np.ndarray, v0: np.ndarray,
-                 t: np.ndarray) -> np.ndarray:
+def _ode_inertia(lam: np.ndarray, gamma: float, x0: np.ndarray, v0: np.ndarray, t: np.ndarray) -> np.ndarray:
     d = lam.size
 
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
         return np.concatenate([y[d:], -lam * y[:d] - gamma * y[d:]])
 
-    sol = solve_ivp(rhs, (0, t[-1]), np.concatenate([x0, v0]), t_eval=t, method="DOP853",
-                    rtol=1e-13, atol=1e-13)
+    sol = solve_ivp(
+        rhs, (0, t[-1]), np.concatenate([x0, v0]), t_eval=t, method="DOP853", rtol=1e-13, atol=1e-13
+    )
     x, v = sol.y[:d], sol.y[d:]
     return 0.5 * np.sum(v * v + lam[:, None] * x * x, axis=0)
 
@@ -59,7 +59,7 @@ def _lyapunov_ode_inertia(lam: np.ndarray, gamma: float, sigma: float, t: float)
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
         out = []
         for i, li in enumerate(lam):
-            s = y[4 * i:4 * i + 4].reshape(2, 2)
+            s = y[4 * i : 4 * i + 4].reshape(2, 2)
             f = np.array([[0.0, 1.0], [-li, -gamma]])
             out.append((f @ s + s @ f.T + np.diag([0.0, sigma**2])).ravel())
         return np.concatenate(out)
@@ -83,8 +83,7 @@ def test_expected_inertia_limits() -> None:
     i0 = theory.damped_quadratic_inertia(LAM, 0.0, X0, V0, [0.0])[0]
     heat = theory.expected_inertia(LAM, 0.0, 0.4, X0, V0, [0.0, 3.0, 50.0])
     np.testing.assert_allclose(heat, i0 + 0.5 * 0.16 * 3 * np.array([0.0, 3.0, 50.0]), rtol=1e-10)
-    np.testing.assert_allclose(theory.heating_inertia(i0, 3, 0.4, [0.0, 3.0, 50.0]), heat,
-                               rtol=1e-10)
+    np.testing.assert_allclose(theory.heating_inertia(i0, 3, 0.4, [0.0, 3.0, 50.0]), heat, rtol=1e-10)
     late = theory.expected_inertia(LAM, 0.8, 0.4, X0, V0, [400.0])[0]
     assert late == pytest.approx(theory.stationary_inertia(3, 0.8, 0.4), rel=1e-10)
     assert theory.stationary_inertia(3, 0.8, 0.4) == pytest.approx(3 * 0.16 / 1.6)
@@ -119,15 +118,27 @@ def test_rates_and_bounds() -> None:
 def test_discrete_expected_inertia_matches_continuous_limit() -> None:
     # the exact discrete moments converge to the continuous ones at the weak order
     cont = theory.expected_inertia([0.25, 4.0], 0.5, 0.3, [1.0, 1.0], [0.0, 0.0], [5.0])[0]
-    errs = [abs(stability.discrete_expected_inertia("baoab", [0.25, 4.0], 0.5, 0.3, dt,
-                                                    [1.0, 1.0], 0.0, [round(5 / dt)])[0] - cont)
-            for dt in (0.05, 0.025)]
+    errs = [
+        abs(
+            stability.discrete_expected_inertia(
+                "baoab", [0.25, 4.0], 0.5, 0.3, dt, [1.0, 1.0], 0.0, [round(5 / dt)]
+            )[0]
+            - cont
+        )
+        for dt in (0.05, 0.025)
+    ]
     assert np.log2(errs[0] / errs[1]) == pytest.approx(2.0, abs=0.15)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(gamma=-0.1), dict(eigenvalues=[1.0, -2.0]), dict(theta0=[1.0]), dict(t=[-1.0]),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(gamma=-0.1),
+        dict(eigenvalues=[1.0, -2.0]),
+        dict(theta0=[1.0]),
+        dict(t=[-1.0]),
+    ],
+)
 def test_theory_rejects_bad_input(bad: dict) -> None:
     args = dict(eigenvalues=[1.0, 2.0], gamma=0.5, theta0=[1.0, 1.0], v0=[0.0, 0.0], t=[1.0])
     args.update(bad)

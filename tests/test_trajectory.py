@@ -14,9 +14,18 @@ from inertia import potentials
 
 @pytest.fixture
 def traj() -> inertia.Trajectory:
-    return inertia.simulate(potentials.Quadratic([0.5, 2.0]), [1.0, -1.0], gamma=0.3, sigma=0.2,
-                            dt=0.05, n_steps=23, save_every=5, method="baoab", n_paths=3,
-                            seed=7)
+    return inertia.simulate(
+        potentials.Quadratic([0.5, 2.0]),
+        [1.0, -1.0],
+        gamma=0.3,
+        sigma=0.2,
+        dt=0.05,
+        n_steps=23,
+        save_every=5,
+        method="baoab",
+        n_paths=3,
+        seed=7,
+    )
 
 
 def test_shapes_and_saved_steps(traj: inertia.Trajectory) -> None:
@@ -33,14 +42,14 @@ def test_shapes_and_saved_steps(traj: inertia.Trajectory) -> None:
 def test_energies_match_definitions(traj: inertia.Trajectory) -> None:
     theta, v = np.asarray(traj.theta), np.asarray(traj.v)
     np.testing.assert_allclose(traj.kinetic[-1], 0.5 * np.sum(v * v, axis=1), rtol=1e-14)
-    np.testing.assert_allclose(traj.potential[-1],
-                               0.5 * np.sum(np.array([0.5, 2.0]) * theta**2, axis=1), rtol=1e-14)
+    np.testing.assert_allclose(
+        traj.potential[-1], 0.5 * np.sum(np.array([0.5, 2.0]) * theta**2, axis=1), rtol=1e-14
+    )
 
 
 def test_to_pandas_long_table(traj: inertia.Trajectory) -> None:
     df = traj.to_pandas()
-    assert list(df.columns) == ["step", "t", "path", "kinetic", "potential", "inertia",
-                                "dissipated"]
+    assert list(df.columns) == ["step", "t", "path", "kinetic", "potential", "inertia", "dissipated"]
     assert len(df) == 6 * 3
     row = df[(df.step == 10) & (df.path == 2)].iloc[0]
     assert row.inertia == traj.inertia[2, 2]
@@ -85,8 +94,15 @@ def test_public_api_docstrings() -> None:
 
     import inertia.verify
 
-    for mod in (inertia, inertia.theory, inertia.potentials, inertia.energy, inertia.verify,
-                inertia.stability, inertia.dynamics):
+    for mod in (
+        inertia,
+        inertia.theory,
+        inertia.potentials,
+        inertia.energy,
+        inertia.verify,
+        inertia.stability,
+        inertia.dynamics,
+    ):
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             if inspect.isfunction(obj) or inspect.isclass(obj):

@@ -97,6 +97,4 @@ def normal(key: tuple[int, int, int], shape: tuple[int, ...], ref: Array) -> Arr
         return _normal_numpy(key, shape, ref)
     if is_torch(ref):
         return _normal_torch(key, shape, ref)
-    raise TypeError(
-        f"no noise source for arrays of type {type(ref).__name__}; supported: numpy, torch"
-    )
+    raise TypeError(f"no noise source for arrays of type {type(ref).__name__}; supported: numpy, torch")

@@ -7,8 +7,7 @@ import numbers
 from typing import Any
 
 
-def finite_float(name: str, value: Any, *, minimum: float | None = None,
-                 strict: bool = False) -> float:
+def finite_float(name: str, value: Any, *, minimum: float | None = None, strict: bool = False) -> float:
     """Return ``value`` as a float, checking it is a finite real number (>= or > ``minimum``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {value!r} ({type(value).__name__})")

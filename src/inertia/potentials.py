@@ -150,9 +150,12 @@ class Quadratic(Potential):
         return self.value_and_grad(theta)[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "Quadratic", "dim": self.dim,
-                "eigenvalues": np.asarray(self.eigenvalues).tolist(),
-                "diagonal": self.diagonal is not None}
+        return {
+            "name": "Quadratic",
+            "dim": self.dim,
+            "eigenvalues": np.asarray(self.eigenvalues).tolist(),
+            "diagonal": self.diagonal is not None,
+        }
 
 
 class DoubleWell(Potential):
@@ -182,8 +185,7 @@ class DoubleWell(Potential):
         return value, grad
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "DoubleWell", "dim": self.dim, "barrier": self.barrier,
-                "stiffness": self.stiffness}
+        return {"name": "DoubleWell", "dim": self.dim, "barrier": self.barrier, "stiffness": self.stiffness}
 
 
 class Rosenbrock(Potential):
@@ -249,8 +251,7 @@ class QuarticChain(Potential):
         return v2 + 0.25 * self.beta * xp.sum(d3 * d, axis=-1), grad
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "QuarticChain", "dim": self.dim, "eigenvalues": self.lam.tolist(),
-                "beta": self.beta}
+        return {"name": "QuarticChain", "dim": self.dim, "eigenvalues": self.lam.tolist(), "beta": self.beta}
 
 
 class TorchPotential(Potential):
@@ -259,10 +260,20 @@ class TorchPotential(Potential):
     Gradients come from ``torch.func.grad_and_value``; ensembles ``(n_paths, d)`` are evaluated
     with ``torch.func.vmap`` (no Python loop over paths), ``chunk_size`` paths at a time when
     given. NumPy inputs are converted to torch (``dtype``, ``device``) by :meth:`prepare`.
+
+    Small networks on CPU are dominated by per-op overhead: when other processes hold the
+    cores, ``torch.set_num_threads(1)`` can be many times faster than torch's default.
     """
 
-    def __init__(self, loss_fn: Callable[[Any], Any], *, dim: int | None = None,
-                 dtype: Any = None, device: Any = None, chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        loss_fn: Callable[[Any], Any],
+        *,
+        dim: int | None = None,
+        dtype: Any = None,
+        device: Any = None,
+        chunk_size: int | None = None,
+    ) -> None:
         import torch
         from torch import func
 
@@ -298,12 +309,21 @@ class TorchPotential(Potential):
         return out.detach()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "TorchPotential", "dim": self.dim,
-                "loss_fn": getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__)}
+        return {
+            "name": "TorchPotential",
+            "dim": self.dim,
+            "loss_fn": getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__),
+        }
 
 
-def from_torch(loss_fn: Callable[[Any], Any], *, dim: int | None = None, dtype: Any = None,
-               device: Any = None, chunk_size: int | None = None) -> TorchPotential:
+def from_torch(
+    loss_fn: Callable[[Any], Any],
+    *,
+    dim: int | None = None,
+    dtype: Any = None,
+    device: Any = None,
+    chunk_size: int | None = None,
+) -> TorchPotential:
     """Wrap a differentiable torch loss of a flat parameter vector as a :class:`Potential`.
 
     ``loss_fn(theta)`` takes a ``(d,)`` tensor and returns a scalar tensor; it must be
@@ -327,8 +347,16 @@ class ModuleLoss(TorchPotential):
     evaluated by ``torch.func.functional_call``. ``theta0`` holds the module's current parameters.
     """
 
-    def __init__(self, module: Any, loss_fn: Callable[[Any, Any], Any], inputs: Any,
-                 targets: Any, *, weight_decay: float = 0.0, chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        module: Any,
+        loss_fn: Callable[[Any, Any], Any],
+        inputs: Any,
+        targets: Any,
+        *,
+        weight_decay: float = 0.0,
+        chunk_size: int | None = None,
+    ) -> None:
         import torch
         from torch.func import functional_call
 
@@ -357,20 +385,32 @@ class ModuleLoss(TorchPotential):
                 out = out + 0.5 * self.weight_decay * (theta * theta).sum()
             return out
 
-        super().__init__(flat_loss, dim=int(self.theta0.numel()), dtype=dtype, device=device,
-                         chunk_size=chunk_size)
+        super().__init__(
+            flat_loss, dim=int(self.theta0.numel()), dtype=dtype, device=device, chunk_size=chunk_size
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "ModuleLoss", "dim": self.dim, "parameters": self.names,
-                "weight_decay": self.weight_decay, "n_examples": self.n_examples}
+        return {
+            "name": "ModuleLoss",
+            "dim": self.dim,
+            "parameters": self.names,
+            "weight_decay": self.weight_decay,
+            "n_examples": self.n_examples,
+        }
 
 
-def from_module(module: Any, loss_fn: Callable[[Any, Any], Any], inputs: Any, targets: Any, *,
-                weight_decay: float = 0.0, chunk_size: int | None = None) -> ModuleLoss:
+def from_module(
+    module: Any,
+    loss_fn: Callable[[Any, Any], Any],
+    inputs: Any,
+    targets: Any,
+    *,
+    weight_decay: float = 0.0,
+    chunk_size: int | None = None,
+) -> ModuleLoss:
     """The full-batch loss of ``module`` on ``(inputs, targets)`` as a potential of its flat parameters.
 
     ``L(theta) = loss_fn(module(inputs; theta), targets) + weight_decay/2 ||theta||^2``; start a
     simulation from ``pot.theta0`` (the module's current parameters).
     """
-    return ModuleLoss(module, loss_fn, inputs, targets, weight_decay=weight_decay,
-                      chunk_size=chunk_size)
+    return ModuleLoss(module, loss_fn, inputs, targets, weight_decay=weight_decay, chunk_size=chunk_size)

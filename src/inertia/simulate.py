@@ -112,15 +112,17 @@ class Trajectory:
 
         idx = np.arange(self.n_paths) if paths is None else np.atleast_1d(np.asarray(paths))
         n_t, n_p = self.n_saved, idx.size
-        return pd.DataFrame({
-            "step": np.repeat(self.step, n_p),
-            "t": np.repeat(self.t, n_p),
-            "path": np.tile(idx, n_t),
-            "kinetic": self.kinetic[:, idx].reshape(-1),
-            "potential": self.potential[:, idx].reshape(-1),
-            "inertia": self.inertia[:, idx].reshape(-1),
-            "dissipated": self.dissipated[:, idx].reshape(-1),
-        })
+        return pd.DataFrame(
+            {
+                "step": np.repeat(self.step, n_p),
+                "t": np.repeat(self.t, n_p),
+                "path": np.tile(idx, n_t),
+                "kinetic": self.kinetic[:, idx].reshape(-1),
+                "potential": self.potential[:, idx].reshape(-1),
+                "inertia": self.inertia[:, idx].reshape(-1),
+                "dissipated": self.dissipated[:, idx].reshape(-1),
+            }
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the trajectory: ``.npz`` (all arrays and the config), ``.csv`` or ``.parquet``
@@ -130,14 +132,24 @@ class Trajectory:
             raise FileExistsError(f"`path` already exists, refusing to overwrite: {path}")
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            meta = {k: getattr(self, k) for k in ("status", "message", "first_bad_step",
-                                                   "n_steps", "n_grad_evals", "method")}
+            meta = {
+                k: getattr(self, k)
+                for k in ("status", "message", "first_bad_step", "n_steps", "n_grad_evals", "method")
+            }
             meta["config"] = self.config
             buf = io.BytesIO()
-            np.savez(buf, t=self.t, step=self.step, kinetic=self.kinetic,
-                     potential=self.potential, inertia=self.inertia, dissipated=self.dissipated,
-                     theta=to_numpy(self.theta), v=to_numpy(self.v),
-                     meta=np.asarray(json.dumps(meta)))
+            np.savez(
+                buf,
+                t=self.t,
+                step=self.step,
+                kinetic=self.kinetic,
+                potential=self.potential,
+                inertia=self.inertia,
+                dissipated=self.dissipated,
+                theta=to_numpy(self.theta),
+                v=to_numpy(self.v),
+                meta=np.asarray(json.dumps(meta)),
+            )
             _atomic_write(path, buf.getvalue())
         elif suffix == ".csv":
             _atomic_write(path, self.to_pandas().to_csv(index=False).encode())
@@ -154,8 +166,9 @@ class Trajectory:
         """Read a trajectory written by :meth:`save` as ``.npz`` (never unpickles)."""
         with np.load(Path(path), allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-            arrays = {k: f[k] for k in ("t", "step", "kinetic", "potential", "inertia",
-                                       "dissipated", "theta", "v")}
+            arrays = {
+                k: f[k] for k in ("t", "step", "kinetic", "potential", "inertia", "dissipated", "theta", "v")
+            }
         config = meta.pop("config")
         return cls(**arrays, **meta, config=config)
 
@@ -194,14 +207,17 @@ def _mass_array(mass: Any, d: int, ref: Any) -> tuple[Any, Any, Any, Any]:
     if np.isscalar(mass) or (isinstance(mass, np.ndarray) and mass.ndim == 0):
         m = finite_float("mass", mass, minimum=0.0, strict=True)
         return m, 1.0 / m, 1.0 / math.sqrt(m), m
-    m_np = np.asarray(to_numpy(mass) if not isinstance(mass, (list, tuple)) else mass,
-                      dtype=np.float64)
+    m_np = np.asarray(to_numpy(mass) if not isinstance(mass, (list, tuple)) else mass, dtype=np.float64)
     if m_np.shape != (d,):
         raise ValueError(f"`mass` must be a positive scalar or have shape ({d},), got {m_np.shape}")
     if not np.all(np.isfinite(m_np)) or not np.all(m_np > 0):
         raise ValueError(f"`mass` must be finite and > 0 everywhere, got {m_np.tolist()}")
-    return (constant_like(m_np, ref), constant_like(1.0 / m_np, ref),
-            constant_like(1.0 / np.sqrt(m_np), ref), m_np.tolist())
+    return (
+        constant_like(m_np, ref),
+        constant_like(1.0 / m_np, ref),
+        constant_like(1.0 / np.sqrt(m_np), ref),
+        m_np.tolist(),
+    )
 
 
 def _friction_repr(friction: Friction) -> Any:
@@ -210,8 +226,9 @@ def _friction_repr(friction: Friction) -> Any:
     return repr(friction)
 
 
-def _warn_if_unstable(pot: Potential, method: str, friction: Friction, mass_json: Any,
-                      dt: float, t0: float, symplectic: bool) -> None:
+def _warn_if_unstable(
+    pot: Potential, method: str, friction: Friction, mass_json: Any, dt: float, t0: float, symplectic: bool
+) -> None:
     from inertia.stability import max_stable_dt, spectral_radius
 
     if pot.eigenvalues is None:
@@ -237,7 +254,8 @@ def _warn_if_unstable(pot: Potential, method: str, friction: Friction, mass_json
             f"`dt` = {dt:g} is above the stability bound of {method!r} on this quadratic "
             f"(largest eigenvalue {lam_max:g}, gamma {gamma:g}): the spectral radius of one step "
             f"is {rho:.4g} > 1, so the run will blow up; stable for dt < {bound:.6g}",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
 
 
@@ -311,22 +329,27 @@ def simulate(
     if on_divergence not in _ON_DIVERGENCE:
         raise ValueError(f"`on_divergence` must be one of {_ON_DIVERGENCE}, got {on_divergence!r}")
     if not meth.exact_friction and not math.isfinite(friction(t0 + initial_step * dt)):
-        raise ValueError(f"`gamma` is infinite at the start time t = {t0 + initial_step * dt:g} and "
-                         f"{method!r} evaluates it pointwise; start at a later `t0` or use a "
-                         f"splitting method (exact friction)")
+        raise ValueError(
+            f"`gamma` is infinite at the start time t = {t0 + initial_step * dt:g} and "
+            f"{method!r} evaluates it pointwise; start at a later `t0` or use a "
+            f"splitting method (exact friction)"
+        )
     if sigma > 0 and not meth.supports_noise:
         noisy = sorted(k for k, m in _methods().items() if m.supports_noise)
-        raise ValueError(f"`method` {method!r} does not support noise (`sigma` = {sigma:g} > 0); "
-                         f"use one of {noisy}")
+        raise ValueError(
+            f"`method` {method!r} does not support noise (`sigma` = {sigma:g} > 0); use one of {noisy}"
+        )
 
     theta = potential.prepare(_as_state_array("theta0", theta0))
-    v = (None if v0 is None else _as_state_array("v0", v0, ref=theta))
+    v = None if v0 is None else _as_state_array("v0", v0, ref=theta)
     d = int(theta.shape[-1])
     if v is not None and int(v.shape[-1]) != d:
         raise ValueError(f"`v0` must have last dimension d = {d} like `theta0`, got {tuple(v.shape)}")
     if potential.dim is not None and d != potential.dim:
-        raise ValueError(f"`theta0` must have last dimension {potential.dim} (the potential's "
-                         f"dim), got {tuple(theta.shape)}")
+        raise ValueError(
+            f"`theta0` must have last dimension {potential.dim} (the potential's "
+            f"dim), got {tuple(theta.shape)}"
+        )
     leading = {int(x.shape[0]) for x in (theta, v) if x is not None and x.ndim == 2}
     if len(leading) > 1:
         raise ValueError(f"`theta0` and `v0` have different numbers of paths: {sorted(leading)}")
@@ -335,26 +358,43 @@ def simulate(
     else:
         n_paths = whole_number("n_paths", n_paths, minimum=1)
         if leading and leading != {n_paths}:
-            raise ValueError(f"`n_paths` = {n_paths} does not match the leading dimension "
-                             f"{leading.pop()} of `theta0`/`v0` (no silent broadcasting)")
+            raise ValueError(
+                f"`n_paths` = {n_paths} does not match the leading dimension "
+                f"{leading.pop()} of `theta0`/`v0` (no silent broadcasting)"
+            )
     xp = array_namespace(theta)
     ones = xp.ones((n_paths, d), dtype=theta.dtype, device=_device(theta))
     theta = ones * theta
     v = xp.zeros_like(theta) if v is None else ones * v
     mass_arr, inv_mass, inv_sqrt_mass, mass_json = _mass_array(mass, d, theta)
-    _warn_if_unstable(potential, method, friction, mass_json, dt, t0 + initial_step * dt,
-                      meth.symplectic)
+    _warn_if_unstable(potential, method, friction, mass_json, dt, t0 + initial_step * dt, meth.symplectic)
 
     config = {
-        "potential": potential.describe(), "method": method, "dt": dt, "n_steps": n_steps,
-        "gamma": _friction_repr(friction), "sigma": sigma, "mass": mass_json,
-        "n_paths": n_paths, "d": d, "seed": seed, "save_every": save_every, "t0": t0,
-        "initial_step": initial_step, "backend": type(theta).__module__.split(".")[0],
+        "potential": potential.describe(),
+        "method": method,
+        "dt": dt,
+        "n_steps": n_steps,
+        "gamma": _friction_repr(friction),
+        "sigma": sigma,
+        "mass": mass_json,
+        "n_paths": n_paths,
+        "d": d,
+        "seed": seed,
+        "save_every": save_every,
+        "t0": t0,
+        "initial_step": initial_step,
+        "backend": type(theta).__module__.split(".")[0],
         "dtype": str(theta.dtype),
     }
     ctx = StepContext(
-        value_and_grad=potential.value_and_grad, mass=mass_arr, inv_mass=inv_mass,
-        inv_sqrt_mass=inv_sqrt_mass, friction=friction, sigma=sigma, dt=dt, t0=t0,
+        value_and_grad=potential.value_and_grad,
+        mass=mass_arr,
+        inv_mass=inv_mass,
+        inv_sqrt_mass=inv_sqrt_mass,
+        friction=friction,
+        sigma=sigma,
+        dt=dt,
+        t0=t0,
         noise=lambda n, k: normal((seed, n, k), (n_paths, d), theta),
     )
     step_fn = meth.make_step(friction.is_zero() and sigma == 0.0)
@@ -403,9 +443,11 @@ def simulate(
                     break
 
     if first_bad is not None:
-        message = (f"non-finite state or energy at step {first_bad} "
-                   f"(t = {t0 + first_bad * dt:g}); the run stopped there and the trajectory "
-                   f"up to it is kept. Reduce `dt` or check the potential.")
+        message = (
+            f"non-finite state or energy at step {first_bad} "
+            f"(t = {t0 + first_bad * dt:g}); the run stopped there and the trajectory "
+            f"up to it is kept. Reduce `dt` or check the potential."
+        )
         log.warning("simulate: %s", message)
     else:
         message = f"completed {taken} steps"
@@ -414,9 +456,20 @@ def simulate(
     pot = to_numpy(xp.stack([r[2] for r in rows]))
     diss = to_numpy(xp.stack([r[3] for r in rows]))
     traj = Trajectory(
-        t=t0 + steps * dt, step=steps, kinetic=kin, potential=pot, inertia=kin + pot,
-        dissipated=diss, theta=state.theta, v=state.v, status=status, message=message,
-        first_bad_step=first_bad, n_steps=taken, n_grad_evals=n_grad, method=method,
+        t=t0 + steps * dt,
+        step=steps,
+        kinetic=kin,
+        potential=pot,
+        inertia=kin + pot,
+        dissipated=diss,
+        theta=state.theta,
+        v=state.v,
+        status=status,
+        message=message,
+        first_bad_step=first_bad,
+        n_steps=taken,
+        n_grad_evals=n_grad,
+        method=method,
         config=config,
     )
     if status == "diverged" and on_divergence == "raise":

@@ -32,8 +32,9 @@ __all__ = [
 _MAX_NOISE_DRAWS = 4  # noisy sub-steps per step that linear_step can resolve
 
 
-def linear_step(method: str, eigenvalues: object, gamma: float, dt: float,
-                sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def linear_step(
+    method: str, eigenvalues: object, gamma: float, dt: float, sigma: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """The affine one-step map of ``method`` on a quadratic: ``X' = S X + U xi``.
 
     ``X = (theta, v)`` per mode, ``xi`` the standard normals the step draws. Built by stepping
@@ -68,14 +69,13 @@ def linear_step(method: str, eigenvalues: object, gamma: float, dt: float,
     def value_and_grad(th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return 0.5 * np.sum(lam * th * th, axis=-1), lam * th
 
-    ctx = StepContext(value_and_grad, 1.0, 1.0, 1.0, ConstantFriction(gamma), sigma, dt, 0.0,
-                      noise)
+    ctx = StepContext(value_and_grad, 1.0, 1.0, 1.0, ConstantFriction(gamma), sigma, dt, 0.0, noise)
     step = meth.make_step(gamma == 0.0 and sigma == 0.0)
     out = step(IntegratorState(theta, v), 0, ctx).state
     x = np.stack([out.theta, out.v], axis=1)  # (n_rows, 2, d)
     s_mat = np.transpose(x[:2], (2, 1, 0))  # (d, 2, 2): [mode, component, column]
     k = len(used)
-    u_mat = np.transpose(x[2:2 + k], (2, 1, 0))
+    u_mat = np.transpose(x[2 : 2 + k], (2, 1, 0))
     return s_mat, u_mat
 
 
@@ -91,9 +91,16 @@ def step_matrix(method: str, eigenvalues: object, gamma: float, dt: float) -> np
     return linear_step(method, eigenvalues, gamma, dt)[0]
 
 
-def discrete_expected_inertia(method: str, eigenvalues: object, gamma: float, sigma: float,
-                              dt: float, theta0: object, v0: object,
-                              steps: object) -> np.ndarray:
+def discrete_expected_inertia(
+    method: str,
+    eigenvalues: object,
+    gamma: float,
+    sigma: float,
+    dt: float,
+    theta0: object,
+    v0: object,
+    steps: object,
+) -> np.ndarray:
     """Exact ``E[I_n]`` of the *discrete* scheme on a quadratic (unit mass, constant gamma).
 
     With ``X' = S X + U xi``: mean ``m_{n+1} = S m_n``, covariance
@@ -114,8 +121,13 @@ def discrete_expected_inertia(method: str, eigenvalues: object, gamma: float, si
     want = np.asarray(steps, dtype=np.int64)
     if want.ndim != 1 or np.any(np.diff(want) < 0) or (want.size and want[0] < 0):
         raise ValueError("`steps` must be a 1-D increasing sequence of step indices >= 0")
-    m = np.stack([np.asarray(theta0, dtype=np.float64) * np.ones_like(lam),
-                  np.asarray(v0, dtype=np.float64) * np.ones_like(lam)], axis=-1)[..., None]
+    m = np.stack(
+        [
+            np.asarray(theta0, dtype=np.float64) * np.ones_like(lam),
+            np.asarray(v0, dtype=np.float64) * np.ones_like(lam),
+        ],
+        axis=-1,
+    )[..., None]
     c = np.zeros((lam.size, 2, 2))
     out = np.empty(want.size)
     n = 0
@@ -135,8 +147,7 @@ def spectral_radius(method: str, eigenvalues: object, gamma: float, dt: float) -
     return np.max(np.abs(np.linalg.eigvals(step_matrix(method, eigenvalues, gamma, dt))), axis=-1)
 
 
-def max_stable_dt(method: str, eigenvalue: float, gamma: float = 0.0, *,
-                  rtol: float = 1e-10) -> float:
+def max_stable_dt(method: str, eigenvalue: float, gamma: float = 0.0, *, rtol: float = 1e-10) -> float:
     """The largest ``dt`` with ``rho(S) <= 1`` for one eigenvalue (bisection; 0 if none).
 
     Example:

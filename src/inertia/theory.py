@@ -50,8 +50,10 @@ def _modes(eigenvalues: Any, theta0: Any, v0: Any) -> tuple[np.ndarray, np.ndarr
         raise ValueError(f"`v0` must have the shape of `theta0` {x0.shape}, got {u0.shape}")
     for name, arr in (("theta0", x0), ("v0", u0)):
         if arr.shape[-1:] != lam.shape:
-            raise ValueError(f"`{name}` must have last dimension {lam.size} (one entry per "
-                             f"eigenvalue), got shape {arr.shape}")
+            raise ValueError(
+                f"`{name}` must have last dimension {lam.size} (one entry per "
+                f"eigenvalue), got shape {arr.shape}"
+            )
     return lam, x0, u0
 
 
@@ -62,8 +64,9 @@ def _times(t: Any) -> np.ndarray:
     return tt
 
 
-def damped_quadratic_modes(eigenvalues: Any, gamma: float, theta0: Any, v0: Any,
-                           t: Any) -> tuple[np.ndarray, np.ndarray]:
+def damped_quadratic_modes(
+    eigenvalues: Any, gamma: float, theta0: Any, v0: Any, t: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``x_i(t)`` and ``x_i'(t)`` of ``x'' + gamma x' + lambda_i x = 0``.
 
     With ``delta = lambda - gamma^2/4`` and ``u0 = v0 + gamma x0 / 2``::
@@ -100,8 +103,7 @@ def damped_quadratic_modes(eigenvalues: Any, gamma: float, theta0: Any, v0: Any,
     return x, xdot
 
 
-def damped_quadratic_inertia(eigenvalues: Any, gamma: float, theta0: Any, v0: Any,
-                             t: Any) -> np.ndarray:
+def damped_quadratic_inertia(eigenvalues: Any, gamma: float, theta0: Any, v0: Any, t: Any) -> np.ndarray:
     """Exact ``I(t) = sum_i 1/2 (x_i'(t)^2 + lambda_i x_i(t)^2)`` of the damped quadratic.
 
     All three regimes, including eigenvalues exactly at ``gamma^2 = 4 lambda``; ``gamma = 0``
@@ -119,8 +121,9 @@ def damped_quadratic_inertia(eigenvalues: Any, gamma: float, theta0: Any, v0: An
     return 0.5 * np.sum(xdot * xdot + lam * x * x, axis=-1)
 
 
-def moments(eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any,
-            t: Any) -> tuple[np.ndarray, np.ndarray]:
+def moments(
+    eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any, t: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact mean and covariance of ``X = (x_i, x_i')`` per mode of the stochastic quadratic.
 
     ``dX = F X dt + G dW`` with ``F = [[0, 1], [-lambda, -gamma]]``, ``G = [0, sigma]^T``: the mean
@@ -162,8 +165,9 @@ def moments(eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any,
     return mean, cov
 
 
-def expected_inertia(eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any,
-                     t: Any) -> np.ndarray:
+def expected_inertia(
+    eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any, t: Any
+) -> np.ndarray:
     """Exact ``E[I](t) = I_det(t) + 1/2 tr(Qm S(t))`` of the stochastic quadratic (unit mass).
 
     ``I_det`` is :func:`damped_quadratic_inertia` (the energy of the mean), ``Qm = diag(A, I)``
@@ -197,12 +201,12 @@ def stationary_inertia(dim: int, gamma: float, sigma: float) -> float:
     ``E[K] = d T/2`` for any potential; ``E[V] = d T/2`` for the quadratic, whatever its Hessian.
 
     Example:
-        >>> stationary_inertia(2, 0.5, 0.3)
+        >>> round(stationary_inertia(2, 0.5, 0.3), 12)
         0.18
     """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"`dim` must be an integer >= 1, got {dim!r}")
-    return round(dim * temperature(gamma, sigma), 15)
+    return dim * temperature(gamma, sigma)
 
 
 def heating_inertia(inertia0: Any, dim: int, sigma: float, t: Any) -> np.ndarray:

@@ -55,21 +55,80 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(
-            f"`method` must be one of {sorted(METHODS)}, got {name!r}"
-        ) from None
+        raise ValueError(f"`method` must be one of {sorted(METHODS)}, got {name!r}") from None
 
 
-register(Method("euler", 1, 1, False, True, 1, make_euler_step,
-                "explicit Euler: non-symplectic baseline, energy grows by (1 + lambda dt^2) per step",
-                exact_friction=False))
-register(Method("euler_maruyama", 1, 1, False, True, 1, make_euler_step,
-                "Euler-Maruyama: the stochastic baseline (weak order 1)", exact_friction=False))
-register(Method("symplectic_euler", 1, 1, True, True, 1, make_splitting_step(SYMPLECTIC_EULER),
-                "conformal symplectic Euler (exact friction, kick, drift) = PyTorch heavy-ball SGD"))
-register(Method("leapfrog", 2, 2, True, True, 1, make_splitting_step(LEAPFROG),
-                "velocity Verlet with exact friction half-steps"))
-register(Method("yoshida4", 4, None, True, False, 3, make_splitting_step(YOSHIDA4),
-                "4th-order Yoshida / Forest-Ruth composition of leapfrog (deterministic only)"))
-register(Method("baoab", 2, 2, True, True, 1, make_splitting_step(BAOAB),
-                "BAOAB Langevin splitting with the exact Ornstein-Uhlenbeck step"))
+register(
+    Method(
+        "euler",
+        1,
+        1,
+        False,
+        True,
+        1,
+        make_euler_step,
+        "explicit Euler: non-symplectic baseline, energy grows by (1 + lambda dt^2) per step",
+        exact_friction=False,
+    )
+)
+register(
+    Method(
+        "euler_maruyama",
+        1,
+        1,
+        False,
+        True,
+        1,
+        make_euler_step,
+        "Euler-Maruyama: the stochastic baseline (weak order 1)",
+        exact_friction=False,
+    )
+)
+register(
+    Method(
+        "symplectic_euler",
+        1,
+        1,
+        True,
+        True,
+        1,
+        make_splitting_step(SYMPLECTIC_EULER),
+        "conformal symplectic Euler (exact friction, kick, drift) = PyTorch heavy-ball SGD",
+    )
+)
+register(
+    Method(
+        "leapfrog",
+        2,
+        2,
+        True,
+        True,
+        1,
+        make_splitting_step(LEAPFROG),
+        "velocity Verlet with exact friction half-steps",
+    )
+)
+register(
+    Method(
+        "yoshida4",
+        4,
+        None,
+        True,
+        False,
+        3,
+        make_splitting_step(YOSHIDA4),
+        "4th-order Yoshida / Forest-Ruth composition of leapfrog (deterministic only)",
+    )
+)
+register(
+    Method(
+        "baoab",
+        2,
+        2,
+        True,
+        True,
+        1,
+        make_splitting_step(BAOAB),
+        "BAOAB Langevin splitting with the exact Ornstein-Uhlenbeck step",
+    )
+)

@@ -1,0 +1,204 @@
+"""The ``inertia`` command line: ``demo``, ``verify``, ``report`` and ``--version``.
+
+This is the only module of the package that prints. Bad arguments exit with status 2 and a
+usage message (argparse); ``verify`` exits with 1 when any law check fails.
+
+Examples::
+
+    inertia demo                      # every law, drawn over simulation, in runs/demo-<time>/
+    inertia demo --quick --out /tmp/d # a much smaller version, into a new or empty directory
+    inertia verify --quick            # table: law | predicted | measured | tolerance | pass
+    inertia verify --json             # the same as JSON on stdout
+    inertia report runs/demo-...      # redraw figures and report.html from a run's CSV tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _version() -> str:
+    from inertia import __version__
+
+    return __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inertia",
+        description="Computational inertia I = 1/2 v^T M v + L(theta) of second-order learning "
+        "dynamics: run the demo, verify the laws, render reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"inertia {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run every regime, draw theory over simulation, write a run directory",
+        description="Run the demo scenarios (frictionless, damped, heating, Langevin, a real "
+        "network, integrators) and write manifest.json, CSV tables, PNG figures "
+        "and report.html into a new run directory.",
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="run directory; must not exist or be empty (default: runs/demo-<YYYYmmdd-HHMMSS>)",
+    )
+    demo.add_argument(
+        "--quick", action="store_true", help="a much smaller version (seconds), for tests and smoke checks"
+    )
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument("--seed", type=int, default=0, help="base noise seed (default 0)")
+
+    verify = sub.add_parser(
+        "verify",
+        help="check every law against simulation; exit 1 if any check fails",
+        description="Run the law-versus-simulation checks of inertia.verify and print "
+        "law | predicted | measured | tolerance | pass.",
+    )
+    verify.add_argument("--quick", action="store_true", help="smaller, faster checks")
+    verify.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    report = sub.add_parser(
+        "report",
+        help="redraw the figures and report.html of a saved demo run",
+        description="Redraw the figures and report.html of a demo run directory from its CSV "
+        "tables (the tables and manifest are only read).",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a demo run directory")
+    return parser
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from inertia.demo import run_demo
+    from inertia.runs import create_run
+
+    try:  # claim the directory first, so that a bad --out is a usage error (exit 2)
+        run = create_run("demo", args.out)
+    except ValueError as exc:
+        print(f"inertia demo: error: argument --out: {exc}", file=sys.stderr)
+        return 2
+    path = run_demo(out=run.path, progress=not args.no_progress, quick=args.quick, seed=args.seed)
+    print(f"run directory: {path}")
+    print(f"report:        {path / 'report.html'}")
+    return 0
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:.6g}"
+    return str(x)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    sep = "-+-".join("-" * w for w in widths)
+    body = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([line, sep, *body])
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    return {k: getattr(result, k) for k in ("law", "predicted", "measured", "tolerance", "passed", "detail")}
+
+
+def _json_value(x: Any) -> Any:
+    """Plain JSON values: NumPy scalars become Python ones, NaN/inf become strings."""
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()  # np.float64, np.bool_, 0-d arrays
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)  # JSON has no NaN/inf: keep them visible as strings
+    return x
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        verify = importlib.import_module("inertia.verify")
+    except ImportError as exc:
+        print(
+            f"inertia verify: error: the checks module inertia.verify is not available ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+
+    def progress(law: str) -> None:
+        print(f"checking: {law}", file=sys.stderr, flush=True)
+
+    results = list(verify.run_checks(quick=args.quick, progress=progress))
+    failed = [r for r in results if not bool(r.passed)]
+    if args.json:
+        data = [{k: _json_value(v) for k, v in _as_dict(r).items()} for r in results]
+        print(
+            json.dumps(
+                {"passed": not failed, "n_checks": len(results), "n_failed": len(failed), "checks": data},
+                indent=2,
+            )
+        )
+    else:
+        rows = [
+            [
+                r.law,
+                _fmt(float(r.predicted)),
+                _fmt(float(r.measured)),
+                _fmt(float(r.tolerance)),
+                "PASS" if bool(r.passed) else "FAIL",
+            ]
+            for r in results
+        ]
+        print(_table(rows, ["law", "predicted", "measured", "tolerance", "pass"]))
+        for r in failed:
+            print(f"FAILED: {r.law}: {r.detail}")
+        print(f"{len(results) - len(failed)} of {len(results)} checks passed")
+    return 1 if failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from inertia.demo import render
+
+    try:
+        path = render(args.run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"inertia report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``inertia`` command line; returns the exit status.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 when ``verify`` finds a failing check, 2 for usage errors.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    commands = {"demo": _cmd_demo, "verify": _cmd_verify, "report": _cmd_report}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
