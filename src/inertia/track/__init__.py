@@ -1,0 +1,39 @@
+"""Track computational inertia in real PyTorch training (needs torch).
+
+``InertiaTracker(optimizer)`` reads the kinetic energy hidden in the optimizer's state, pairs it
+with the loss, and books every step's change of ``I = K + V`` into friction, numerical
+dissipation, curvature work, minibatch noise, learning-rate schedule and (for preconditioned
+methods) metric drift, with the residual reported. Supported optimizers and their derivations:
+:mod:`inertia.track.sgd`, :mod:`inertia.track.adam`, :mod:`inertia.track.rmsprop`; add one with
+:func:`register_mapping`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from inertia.track.adam import AdamMapping
+from inertia.track.mapping import MAPPINGS, Mapping, StepTerms, mapping_for, register_mapping
+from inertia.track.rmsprop import RMSpropMapping
+from inertia.track.sgd import SGDMapping
+from inertia.track.tracker import COLUMNS, InertiaTracker, NonFiniteError, Sink
+
+__all__ = [
+    "COLUMNS",
+    "MAPPINGS",
+    "AdamMapping",
+    "InertiaTracker",
+    "Mapping",
+    "NonFiniteError",
+    "RMSpropMapping",
+    "SGDMapping",
+    "Sink",
+    "StepTerms",
+    "mapping_for",
+    "register_mapping",
+]
+
+register_mapping(torch.optim.SGD, SGDMapping())
+register_mapping(torch.optim.Adam, AdamMapping())
+register_mapping(torch.optim.AdamW, AdamMapping())
+register_mapping(torch.optim.RMSprop, RMSpropMapping())

@@ -1,0 +1,196 @@
+"""Optimizer mappings: how a ``torch.optim`` step is a step of the dynamics of THEORY.md.
+
+A mapping reads one parameter group right after ``optimizer.step()`` (step ``j``, which took
+``theta_j`` to ``theta_{j+1}`` with gradient ``g_j``) and returns, in two stages:
+
+1. :meth:`Mapping.reduce`: a vector of sums over the group's parameters, computed on the
+   parameters' device (no host sync); sharded optimizer state is summed across ranks later;
+2. :meth:`Mapping.assemble`: pure Python on those sums and the group's hyper-parameters, giving
+   the kinetic energy ``K_{j+1}`` of the velocity that reached ``theta_{j+1}`` and every term of
+   the exact one-step ledger (:class:`StepTerms`).
+
+Every term is computed from optimizer state, gradients and parameters on its own; the tracker
+compares their sum with the measured ``I_{j+1} - I_j`` and reports the difference as the
+residual. Quantities the step overwrote (``theta_j``, the previous buffer) are recovered exactly
+(up to rounding) by inverting the update, so no copy of any state is kept.
+
+The common pattern (derivations in each optimizer's module): momentum ``p = M v`` evolves as
+``p_{j+1} = mu r p_j - dt_j g_j`` and ``theta_{j+1} = theta_j + dt_j M_j^{-1} p_{j+1}``, where
+``r = c_j / c_{j-1}`` rescales the velocity when the step size changes. Then exactly::
+
+    I_{j+1} - I_j = schedule + metric + friction + numerical + decay + curvature (+ noise)
+    schedule  = (r^2 - 1) K_j                       learning-rate schedule (and Adam's bias correction)
+    metric    = K~_j(M_j) - r^2 K_j                  change of the metric (preconditioners)
+    friction  = -(1 - mu^2) K~_j(M_j)                kinetic energy the momentum decay removes
+    numerical = -dt_j^2 / 2 g^T M_j^{-1} g           the scheme's own dissipation
+    decay     = decoupled weight decay's work        (AdamW)
+    curvature = V(theta_{j+1}) - V(theta_j) - <G_j, theta_{j+1} - theta_j>   (Bregman remainder)
+
+with ``K~_j(M) = 1/2 (r p_j)^T M^{-1} (r p_j)``. ``V`` is the loss plus ``wd/2 ||theta||^2``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAPPINGS",
+    "Mapping",
+    "StepTerms",
+    "mapping_for",
+    "register_mapping",
+]
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """One parameter group's part of the ledger of one optimizer step ``j`` (Python floats).
+
+    ``kinetic`` is ``K_{j+1}`` (the velocity that reached ``theta_{j+1}``); ``scale`` is the
+    factor ``c_j^2`` that turns the group's buffer norm into it (the next step needs it for
+    ``r``); ``g_dtheta = <G_j, theta_{j+1} - theta_j>`` with ``G_j = grad V(theta_j)``;
+    ``reg_before``/``reg_after`` are ``wd/2 ||theta_j||^2`` and ``wd/2 ||theta_{j+1}||^2``.
+    """
+
+    kinetic: float
+    scale: float
+    schedule: float
+    metric: float
+    friction: float
+    numerical: float
+    decay: float
+    g_dtheta: float
+    reg_before: float
+    reg_after: float
+    lr: float
+    dt: float
+    momentum: float
+
+
+def params_with_grad(group: dict[str, Any], state: Any) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+    """``(param, grad, state)`` for the parameters the optimizer actually stepped."""
+    for p in group["params"]:
+        if p.grad is None or p not in state:
+            continue
+        if p.grad.is_sparse:
+            raise ValueError("sparse gradients are not supported by the inertia tracker")
+        if p.is_complex():
+            raise ValueError("complex parameters are not supported by the inertia tracker")
+        yield p, p.grad, state[p]
+
+
+def hyper(group: dict[str, Any], key: str) -> float:
+    """A hyper-parameter as a Python float (learning rates may be tensors)."""
+    return float(group[key])
+
+
+class Mapping(ABC):
+    """How one optimizer family maps onto the dynamics.
+
+    Subclasses declare ``names`` (the sums :meth:`reduce` returns, in order) and implement
+    :meth:`reduce` and :meth:`assemble`. Register with :func:`register_mapping`.
+    """
+
+    #: names of the sums returned by :meth:`reduce`
+    names: tuple[str, ...] = ()
+
+    @abstractmethod
+    def reduce(self, group: dict[str, Any], state: Any) -> Any:
+        """Sums over the group's parameters as a float64 tensor of ``len(names)`` (no sync)."""
+
+    @abstractmethod
+    def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
+        """The hyper-parameters of the step just taken (read before a scheduler changes them)."""
+
+    @abstractmethod
+    def assemble(
+        self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool
+    ) -> StepTerms:
+        """The ledger terms of the step from its sums.
+
+        ``prev`` is the group's terms of the previous step (its ``kinetic`` is ``K_j``);
+        ``None`` with ``fresh`` means this is the optimizer's first step (``K_j = 0``), ``None``
+        without ``fresh`` that ``K_j`` is unknown (the tracker was attached mid-run): terms that
+        need it are NaN.
+        """
+
+
+def stack_sums(values: Sequence[Any], like: Any) -> Any:
+    """Stack per-name sums (tensors or 0.0) into one float64 tensor on ``like``'s device."""
+    import torch
+
+    out = [
+        v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64, device=like.device)
+        for v in values
+    ]
+    return torch.stack([v.to(torch.float64) for v in out])
+
+
+def dot(a: Any, b: Any) -> Any:
+    """``sum(a * b)`` accumulated in float64."""
+    return (a * b).sum(dtype=__import__("torch").float64)
+
+
+def previous_kinetic(prev: StepTerms | None, fresh: bool) -> tuple[float, float]:
+    """``(K_j, c_{j-1}^2)``: zero on a fresh optimizer's first step, NaN when unknown."""
+    if prev is not None:
+        return prev.kinetic, prev.scale
+    return (0.0, math.nan) if fresh else (math.nan, math.nan)
+
+
+def momentum_terms(
+    k_prev: float, scale_prev: float, scale: float, mu: float, k_tilde: float | None
+) -> tuple[float, float, float]:
+    """``(schedule, metric, friction)`` for momentum ``mu``.
+
+    ``k_tilde`` is ``K~_j(M_j)``, the rescaled previous kinetic energy in the new metric (``None``
+    when the metric does not change: then it equals ``r^2 K_j``). With ``mu = 0`` all of ``K_j``
+    is discarded: ``friction = -K_j``.
+    """
+    if mu == 0.0:
+        return 0.0, 0.0, -k_prev
+    if k_prev == 0.0:  # first step of a fresh optimizer: nothing to rescale or damp
+        r2k = 0.0
+        schedule = 0.0
+    else:
+        r2 = scale / scale_prev
+        r2k = r2 * k_prev
+        schedule = r2k - k_prev
+    kt = r2k if k_tilde is None else k_tilde
+    return schedule, kt - r2k, -(1.0 - mu * mu) * kt
+
+
+MAPPINGS: dict[type, Mapping] = {}
+
+
+def register_mapping(optimizer_type: type, mapping: Mapping) -> None:
+    """Teach the tracker an optimizer: ``register_mapping(MyOptimizer, MyMapping())``.
+
+    Lookup is by exact type, so a subclass of a supported optimizer (which may change what
+    ``step`` does) must be registered explicitly, e.g. with the parent's mapping.
+    """
+    if not isinstance(optimizer_type, type):
+        raise TypeError(f"`optimizer_type` must be a class, got {optimizer_type!r}")
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"`mapping` must be an inertia.track.Mapping, got {type(mapping).__name__}")
+    MAPPINGS[optimizer_type] = mapping
+
+
+def mapping_for(optimizer: Any) -> Mapping:
+    """The registered mapping of ``optimizer``'s exact type, or a ``TypeError`` that lists the
+    supported optimizers and shows how to register one."""
+    mapping = MAPPINGS.get(type(optimizer))
+    if mapping is None:
+        supported = ", ".join(sorted(f"{t.__module__}.{t.__qualname__}" for t in MAPPINGS))
+        raise TypeError(
+            f"the inertia tracker has no mapping for {type(optimizer).__qualname__}. Supported: "
+            f"{supported}. To add one, subclass inertia.track.Mapping (see inertia/track/sgd.py) "
+            f"and call inertia.track.register_mapping({type(optimizer).__qualname__}, "
+            f"YourMapping()); a subclass of a supported optimizer that keeps its step can reuse "
+            f"its mapping, e.g. register_mapping(MyAdam, inertia.track.AdamMapping())."
+        )
+    return mapping

@@ -1,0 +1,439 @@
+"""``InertiaTracker``: computational inertia and its exact ledger, read out of a real optimizer.
+
+Usage::
+
+    tracker = InertiaTracker(optimizer)            # reads optimizer state only; no module hooks
+    for x, y in loader:
+        optimizer.zero_grad(); loss = loss_fn(model(x), y); loss.backward()
+        optimizer.step()
+        tracker.record(loss)                        # the loss whose gradient this step used
+    df = tracker.history                            # one row per recorded step
+
+Rows. Row ``k`` pairs ``potential = V(theta_k)`` (the loss passed for step ``k`` plus
+``wd/2 ||theta_k||^2``) with ``kinetic = K_k``, the kinetic energy of the velocity with which
+``theta_k`` was reached (zero at the first step of a fresh optimizer; with ``maximize=True``
+the potential is ``-loss``), and
+``inertia = kinetic + potential``. Its ledger columns account for ``delta_inertia = I_k - I_{k-1}``,
+the change made by optimizer step ``k - 1`` (whose ``lr``, ``dt`` and ``gamma = -ln(mu)/dt`` are in
+the same row): ``schedule + metric + friction + numerical + decay + curvature + noise``, each
+computed on its own from optimizer state, gradients and losses (:mod:`inertia.track.mapping`);
+``residual`` is the measured change minus their sum. Row 0 has no ledger (NaN).
+
+Modes. ``"cheap"`` (default): no extra forward pass; ``curvature`` is estimated from consecutive
+losses, ``V(theta_k) - V(theta_{k-1}) - <G, dtheta>``, so with minibatches it also carries the
+batch-to-batch noise and ``noise`` is NaN. ``"exact"``: ``record(loss, closure)`` re-evaluates the
+loss on the same batch after the step; then ``curvature`` is the Bregman remainder of that batch's
+loss and ``noise = V_next_batch(theta_k) - V_same_batch(theta_k)``. On a full-batch float64
+quadratic the residual is rounding error in both modes.
+
+Cost. The sums are taken right after ``optimizer.step()`` by an optimizer step hook, on the
+parameters' device, and brought to the host together with the losses in one transfer per
+recorded row (one all-reduce under ``torch.distributed``). With ``every = n`` only the two steps
+before each recorded row are summed.
+
+Non-interference. Nothing the optimizer or model owns is written; the loss is detached (no
+graph is kept); the closure runs under ``torch.no_grad()`` with the RNG state restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inertia.track.distributed import LAYOUTS, detect_layout, local_tensor, reduce_vector
+from inertia.track.mapping import StepTerms, mapping_for
+
+__all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
+
+log = logging.getLogger(__name__)
+
+#: the columns of :attr:`InertiaTracker.history`, in order
+COLUMNS = (
+    "step",
+    "lr",
+    "dt",
+    "gamma",
+    "kinetic",
+    "potential",
+    "inertia",
+    "delta_inertia",
+    "friction",
+    "numerical",
+    "curvature",
+    "noise",
+    "schedule",
+    "metric",
+    "decay",
+    "residual",
+    "finite",
+)
+_MODES = ("cheap", "exact")
+_POLICIES = ("raise", "flag", "stop")
+_LEDGER = ("schedule", "metric", "friction", "numerical", "decay")
+
+
+class NonFiniteError(FloatingPointError):
+    """A recorded loss or optimizer state was NaN or infinite (``nan_policy="raise"``)."""
+
+
+class Sink(Protocol):
+    """Where rows go besides :attr:`InertiaTracker.history` (a run directory, TensorBoard)."""
+
+    def write(self, row: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Hook:
+    hps: list[dict[str, float]]
+    sums: Any  # float64 tensor, all groups concatenated
+
+
+class _LocalState:
+    """The optimizer's per-parameter state with DTensors replaced by their local shards."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def __contains__(self, p: Any) -> bool:
+        return p in self._state
+
+    def __getitem__(self, p: Any) -> dict[str, Any]:
+        return {k: local_tensor(v) for k, v in self._state[p].items()}
+
+
+class _LocalParam:
+    """A parameter seen through its local shard (``grad`` too)."""
+
+    def __init__(self, p: Any) -> None:
+        self._p = p
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "grad":
+            g = self._p.grad
+            return None if g is None else local_tensor(g)
+        return getattr(local_tensor(self._p), name)
+
+
+def _as_scalar_tensor(name: str, value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"`{name}` must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        return value.detach().reshape(())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float64)
+    raise TypeError(f"`{name}` must be a scalar tensor or a number, got {type(value).__name__}")
+
+
+class InertiaTracker:
+    """Track ``I = K + V`` and its exact per-step ledger from a ``torch.optim`` optimizer.
+
+    Args:
+        optimizer: a supported optimizer (:data:`inertia.track.MAPPINGS`: SGD, Adam, AdamW,
+            RMSprop, in their for-loop, foreach and fused forms), or a
+            ``ZeroRedundancyOptimizer`` wrapping one.
+        mode: ``"cheap"`` (no extra forward) or ``"exact"`` (``record`` takes a closure).
+        every: record every ``every``-th step (rows ``0, every, 2 every, ...``).
+        nan_policy: on a non-finite loss or state: ``"raise"`` (:class:`NonFiniteError`, after
+            the row is written), ``"flag"`` (write the row with ``finite = False`` and go on) or
+            ``"stop"`` (write it, set :attr:`stopped`, ignore later calls).
+        sinks: extra destinations for each row (e.g. :class:`inertia.track.RunLog`), written on
+            rank 0 only.
+        layout: ``"auto"``, ``"local"``, ``"replicated"`` (DDP) or ``"sharded"`` (ZeRO, FSDP2);
+            see :mod:`inertia.track.distributed`.
+        process_group: the ``torch.distributed`` group to reduce over (default: the world).
+
+    Example:
+        >>> import torch
+        >>> from inertia.track import InertiaTracker
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+        >>> opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+        >>> tracker = InertiaTracker(opt)
+        >>> for _ in range(3):
+        ...     opt.zero_grad(); loss = 0.5 * (w * w).sum(); loss.backward(); opt.step()
+        ...     _ = tracker.record(loss)
+        >>> bool(abs(tracker.history["residual"].iloc[1:]).max() < 1e-12)
+        True
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        *,
+        mode: str = "cheap",
+        every: int = 1,
+        nan_policy: str = "raise",
+        sinks: Iterable[Sink] = (),
+        layout: str = "auto",
+        process_group: Any = None,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
+        if nan_policy not in _POLICIES:
+            raise ValueError(f"`nan_policy` must be one of {_POLICIES}, got {nan_policy!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be an integer >= 1, got {every!r}")
+        if layout != "auto" and layout not in LAYOUTS:
+            raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+        local = (
+            getattr(optimizer, "optim", None)
+            if type(optimizer).__name__ == ("ZeroRedundancyOptimizer")
+            else optimizer
+        )
+        if local is None or not hasattr(local, "register_step_post_hook"):
+            raise TypeError(f"`optimizer` must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.mapping = mapping_for(local)
+        flags = {bool(g.get("maximize", False)) for g in local.param_groups}
+        if len(flags) > 1:
+            raise ValueError(
+                "`optimizer` mixes parameter groups with maximize=True and False; "
+                "the potential (loss or -loss) would be ambiguous"
+            )
+        self._maximize = flags.pop()
+        self.optimizer = optimizer
+        self._local = local
+        params = [p for g in local.param_groups for p in g["params"]]
+        self.layout = detect_layout(optimizer, params) if layout == "auto" else layout
+        self.process_group = process_group
+        self.mode, self.every, self.nan_policy = mode, every, nan_policy
+        self.sinks = list(sinks) if self._is_writer() else []
+        self.fresh = len(local.state) == 0
+        self.stopped = False
+        self.rows: list[dict[str, Any]] = []
+        self._n_steps = 0
+        self._n_records = 0
+        self._hooks: dict[int, _Hook] = {}
+        self._losses: dict[int, Any] = {}
+        self._closures: dict[int, Any] = {}
+        self._handle = local.register_step_post_hook(self._after_step)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _is_writer(self) -> bool:
+        try:
+            import torch.distributed as dist
+
+            return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        except ImportError:  # pragma: no cover
+            return True
+
+    def _recorded(self, k: int) -> bool:
+        return k % self.every == 0
+
+    def _hook_needed(self, j: int) -> bool:
+        return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        j = self._n_steps
+        self._n_steps += 1
+        if self.stopped or not self._hook_needed(j):
+            return
+        import torch
+
+        sharded = self.layout == "sharded"
+        state: Any = _LocalState(self._local.state) if sharded else self._local.state
+        hps, sums = [], []
+        with torch.no_grad():
+            for group in self._local.param_groups:
+                view = dict(group)
+                if sharded:
+                    view["params"] = [_LocalParam(p) for p in group["params"]]
+                hps.append(self.mapping.snapshot(view, state))
+                sums.append(self.mapping.reduce(view, state))
+        self._hooks[j] = _Hook(hps, torch.cat(sums))
+        for old in [s for s in self._hooks if s < j - 2]:
+            del self._hooks[old]
+
+    # ------------------------------------------------------------------ public API
+
+    def record(self, loss: Any, closure: Callable[[], Any] | None = None) -> dict[str, Any] | None:
+        """Record step ``k``: call once right after each ``optimizer.step()``.
+
+        Args:
+            loss: the loss whose gradient the step used (scalar tensor or float); it is detached.
+            closure: ``"exact"`` mode only: re-evaluates and returns the loss on the *same* batch
+                at the new parameters (no backward); run under ``torch.no_grad()`` with the RNG
+                state restored, and only when the next recorded row needs it.
+
+        Returns:
+            The row of step ``k`` if it is recorded, else ``None``.
+        """
+        if self.stopped:
+            return None
+        k = self._n_records
+        if self._n_steps == k:
+            warnings.warn(
+                "InertiaTracker.record() called without an optimizer.step() since the "
+                "last record (a step skipped, e.g. by GradScaler?): nothing recorded",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        if self._n_steps != k + 1:
+            raise RuntimeError(
+                f"InertiaTracker.record() must be called once after every optimizer.step(): "
+                f"{self._n_steps} steps but {k} records so far"
+            )
+        self._losses[k] = _as_scalar_tensor("loss", loss)
+        if self.mode == "exact" and self._recorded(k + 1):
+            if closure is None:
+                raise ValueError(
+                    "`closure` is required in mode='exact': it must return the loss "
+                    "of the same batch at the parameters after the step"
+                )
+            self._closures[k] = self._evaluate(closure)
+        self._n_records += 1
+        for old in [s for s in self._losses if s < k - 1]:
+            del self._losses[old]
+        for old in [s for s in self._closures if s < k - 1]:
+            del self._closures[old]
+        if not self._recorded(k):
+            return None
+        row = self._row(k)
+        self.rows.append(row)
+        for sink in self.sinks:
+            sink.write(row)
+        if not row["finite"]:
+            self._on_nonfinite(k)
+        return row
+
+    @property
+    def history(self) -> Any:
+        """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+
+    def close(self) -> None:
+        """Remove the optimizer hook and close the sinks (finalising a run directory)."""
+        self._handle.remove()
+        for sink in self.sinks:
+            sink.close()
+
+    def __enter__(self) -> InertiaTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _evaluate(self, closure: Callable[[], Any]) -> Any:
+        import torch
+
+        devices = []
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            devices = list(range(torch.cuda.device_count()))
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            value = closure()
+        return _as_scalar_tensor("closure()", value)
+
+    def _on_nonfinite(self, k: int) -> None:
+        msg = f"non-finite loss or optimizer state at step {k}"
+        if self.nan_policy == "raise":
+            raise NonFiniteError(msg + " (nan_policy='raise'; use 'flag' or 'stop' to go on)")
+        if self.nan_policy == "stop":
+            self.stopped = True
+            log.warning("%s: tracking stopped (nan_policy='stop')", msg)
+        else:
+            log.warning("%s: flagged", msg)
+
+    def _split(self, vec: list[float], hook_steps: list[int]) -> dict[int, list[dict[str, float]]]:
+        names = self.mapping.names
+        out, pos = {}, 0
+        for j in hook_steps:
+            groups = []
+            for _ in self._hooks[j].hps:
+                groups.append(dict(zip(names, vec[pos : pos + len(names)], strict=True)))
+                pos += len(names)
+            out[j] = groups
+        return out
+
+    def _assemble(
+        self, j: int, sums: list[dict[str, float]], prev: list[StepTerms] | None
+    ) -> list[StepTerms]:
+        hps = self._hooks[j].hps
+        fresh = self.fresh and j == 0
+        return [
+            self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
+            for i, (hp, s) in enumerate(zip(hps, sums, strict=True))
+        ]
+
+    def _row(self, k: int) -> dict[str, Any]:
+        import torch
+
+        exact = self.mode == "exact"
+        loss_list = [self._losses[k]]
+        if k >= 1:
+            loss_list.append(self._losses.get(k - 1, torch.tensor(math.nan)))
+            if exact:
+                loss_list.append(self._closures.get(k - 1, torch.tensor(math.nan)))
+        hook_steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
+        hook_steps = [j for j in hook_steps if j in self._hooks]
+        device = loss_list[0].device
+        losses = torch.stack([v.to(device=device, dtype=torch.float64) for v in loss_list])
+        sums = (
+            torch.cat([self._hooks[j].sums for j in hook_steps])
+            if hook_steps
+            else torch.zeros(0, dtype=torch.float64)
+        )
+        vec = reduce_vector(losses, sums, self.layout, self.process_group)
+        n_loss = len(loss_list)
+        by_step = self._split(vec[n_loss:], hook_steps)
+        row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
+        row["step"] = k
+        # under ``maximize`` the optimizer descends -L: the potential is -loss (+ regulariser)
+        sign = -1.0 if self._maximize else 1.0
+        vec[:n_loss] = [sign * x for x in vec[:n_loss]]
+        loss_k = vec[0]
+        if k == 0:
+            terms0 = self._assemble(0, by_step[0], None) if 0 in by_step else None
+            reg = sum(t.reg_before for t in terms0) if terms0 else math.nan
+            kinetic = 0.0 if self.fresh else math.nan
+            row.update(kinetic=kinetic, potential=loss_k + reg, inertia=kinetic + loss_k + reg)
+        elif k - 1 in by_step:
+            prev = self._assemble(k - 2, by_step[k - 2], None) if k - 2 in by_step else None
+            terms = self._assemble(k - 1, by_step[k - 1], prev)
+            k_prev = (
+                sum(t.kinetic for t in prev)
+                if prev is not None
+                else (0.0 if self.fresh and k == 1 else math.nan)
+            )
+            kinetic = sum(t.kinetic for t in terms)
+            v_prev = vec[1] + sum(t.reg_before for t in terms)
+            v_k = loss_k + sum(t.reg_after for t in terms)
+            g_dtheta = sum(t.g_dtheta for t in terms)
+            ledger = {name: sum(getattr(t, name) for t in terms) for name in _LEDGER}
+            if exact:
+                v_same = vec[2] + sum(t.reg_after for t in terms)
+                curvature, noise = v_same - v_prev - g_dtheta, v_k - v_same
+            else:
+                curvature, noise = v_k - v_prev - g_dtheta, math.nan
+            delta = (kinetic + v_k) - (k_prev + v_prev)
+            explained = sum(ledger.values()) + curvature + (noise if exact else 0.0)
+            t0 = terms[0]
+            gamma = -math.log(t0.momentum) / t0.dt if t0.momentum > 0 else math.inf
+            row.update(
+                lr=t0.lr,
+                dt=t0.dt,
+                gamma=gamma,
+                kinetic=kinetic,
+                potential=v_k,
+                inertia=kinetic + v_k,
+                delta_inertia=delta,
+                curvature=curvature,
+                noise=noise,
+                residual=delta - explained,
+                **ledger,
+            )
+        # the losses and the optimizer-state sums: NaN/Inf anywhere is a non-finite step (the
+        # values stay NaN/Inf in the row; they are never replaced)
+        row["finite"] = all(math.isfinite(x) for x in vec)
+        return row
