@@ -1,4 +1,4 @@
-"""The ``inertia`` command line: ``demo``, ``verify``, ``report`` and ``--version``.
+"""The ``inertia`` command line: ``demo``, ``verify``, ``track``, ``report`` and ``--version``.
 
 This is the only module of the package that prints. Bad arguments exit with status 2 and a
 usage message (argparse); ``verify`` exits with 1 when any law check fails.
@@ -9,7 +9,10 @@ Examples::
     inertia demo --quick --out /tmp/d # a much smaller version, into a new or empty directory
     inertia verify --quick            # table: law | predicted | measured | tolerance | pass
     inertia verify --json             # the same as JSON on stdout
+    inertia track                     # train an MLP on digits, track I = K + V, runs/track-<time>/
+    inertia track --optimizer adam --mode exact --epochs 5 --out /tmp/t
     inertia report runs/demo-...      # redraw figures and report.html from a run's CSV tables
+    inertia report runs/track-...     # the same for a tracked run, from its rows
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inertia",
         description="Computational inertia I = 1/2 v^T M v + L(theta) of second-order learning "
-        "dynamics: run the demo, verify the laws, render reports.",
+        "dynamics: run the demo, verify the laws, track real training, render reports.",
     )
     parser.add_argument("--version", action="version", version=f"inertia {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages to stderr")
@@ -73,14 +76,121 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--quick", action="store_true", help="smaller, faster checks")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
 
+    _track_parser(sub)
+
     report = sub.add_parser(
         "report",
-        help="redraw the figures and report.html of a saved demo run",
-        description="Redraw the figures and report.html of a demo run directory from its CSV "
-        "tables (the tables and manifest are only read).",
+        help="redraw the figures and report.html of a saved demo or track run",
+        description="Redraw the figures and report.html of a run directory from its data: a demo "
+        "run from its CSV tables, a track run from its rows (history.parquet, or rows.csv if the "
+        "run did not finish). The data and the manifest are only read.",
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a demo run directory")
+    report.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a demo or track run directory")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated widths like 64,64, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be integers >= 1, got {text!r}")
+    return widths
+
+
+def _track_parser(sub: Any) -> None:
+    track = sub.add_parser(
+        "track",
+        help="train an MLP on scikit-learn's digits and track its computational inertia",
+        description="Train a multilayer perceptron on scikit-learn's bundled handwritten digits "
+        "(no download) with a torch.optim optimizer, track I = K + V and its per-step ledger "
+        "with InertiaTracker, and write a run directory: manifest.json, rows.csv (flushed as it "
+        "goes), history.parquet, metrics.csv, figures and report.html.",
+    )
+    track.add_argument(
+        "--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"), default="sgd", help="default sgd"
+    )
+    track.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate (default: 0.05 for sgd, 0.001 for adam, adamw and rmsprop)",
+    )
+    track.add_argument(
+        "--momentum",
+        type=_nonnegative_float,
+        default=None,
+        help="SGD's and RMSprop's momentum, Adam's and AdamW's beta1 (default 0.9)",
+    )
+    track.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="default 0")
+    track.add_argument("--epochs", type=_positive_int, default=20, help="default 20")
+    track.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
+    track.add_argument("--hidden", type=_hidden, default=(64, 64), help="hidden widths (default 64,64)")
+    track.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="default tanh")
+    track.add_argument(
+        "--mode",
+        choices=("cheap", "exact"),
+        default="cheap",
+        help="cheap: no extra forward, curvature carries the minibatch noise; exact: re-evaluate each "
+        "batch after its step to separate noise from curvature (default cheap)",
+    )
+    track.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default 1)")
+    track.add_argument(
+        "--scheduler",
+        choices=("none", "step", "cosine"),
+        default="none",
+        help="learning-rate schedule: step (x0.3 after each third), cosine (to 0, per step); default none",
+    )
+    track.add_argument(
+        "--nan-policy",
+        choices=("raise", "flag", "stop"),
+        default="raise",
+        help="on a NaN/inf loss or state: raise (end the run, exit 1), flag (record and go on), stop "
+        "(record and end cleanly); the rows keep the NaN/inf values (default raise)",
+    )
+    track.add_argument("--seed", type=int, default=0, help="split, initial weights, batch order (default 0)")
+    track.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch threads while training (default 1)"
+    )
+    track.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="run directory; must not exist or be empty (default: runs/track-<YYYYmmdd-HHMMSS>)",
+    )
+    track.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -168,11 +278,80 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from inertia.demo import render
+def _cmd_track(args: argparse.Namespace) -> int:
+    from inertia.runs import create_run
 
     try:
-        path = render(args.run_dir)
+        from inertia.track.train import TrackConfig, run_track
+    except ImportError as exc:
+        print(f"inertia track: error: needs torch and scikit-learn ({exc})", file=sys.stderr)
+        return 2
+    try:
+        config = TrackConfig(
+            optimizer=args.optimizer,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            hidden=args.hidden,
+            activation=args.activation,
+            mode=args.mode,
+            every=args.every,
+            scheduler=args.scheduler,
+            nan_policy=args.nan_policy,
+            seed=args.seed,
+            threads=args.threads,
+        )
+    except ValueError as exc:
+        print(f"inertia track: error: {exc}", file=sys.stderr)
+        return 2
+    try:  # claim the directory first, so that a bad --out is a usage error (exit 2)
+        run = create_run("track", args.out)
+    except ValueError as exc:
+        print(f"inertia track: error: argument --out: {exc}", file=sys.stderr)
+        return 2
+    from inertia.track import NonFiniteError
+
+    try:
+        result = run_track(config, run, progress=not args.no_progress)
+    except NonFiniteError as exc:
+        print(f"inertia track: {exc}", file=sys.stderr)
+        print(f"run directory: {run.path}")
+        print(f"report:        {run.path / 'report.html'}")
+        return 1
+    print(f"run directory: {result.path}")
+    print(f"report:        {result.report}")
+    bad = (
+        ""
+        if result.first_nonfinite_step is None
+        else f", first non-finite step {result.first_nonfinite_step}"
+    )
+    print(
+        f"status {result.status}: {result.n_rows} rows, test accuracy {result.test_accuracy:.4f}, "
+        f"training {result.seconds:.1f} s{bad}"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from inertia.runs import read_manifest
+
+    try:
+        kind = read_manifest(args.run_dir).get("kind")
+        if kind == "demo":
+            from inertia.demo import render
+
+            path = render(args.run_dir)
+        elif kind == "track":
+            from inertia.report import render_track
+
+            path = render_track(args.run_dir)
+        else:
+            raise ValueError(
+                f"`run_dir` must be a demo run directory or a track run directory (manifest kind "
+                f"'demo' or 'track'), got kind {kind!r} in {str(args.run_dir)!r}"
+            )
     except (FileNotFoundError, ValueError) as exc:
         print(f"inertia report: error: {exc}", file=sys.stderr)
         return 2
@@ -196,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = {"demo": _cmd_demo, "verify": _cmd_verify, "report": _cmd_report}
+    commands = {"demo": _cmd_demo, "verify": _cmd_verify, "track": _cmd_track, "report": _cmd_report}
     return commands[args.command](args)
 
 

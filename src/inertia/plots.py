@@ -17,6 +17,10 @@ DataFrame or a mapping of column name to 1-D array. The columns each function re
   ``residual_theory``.
 * :func:`drift` -- ``t, inertia`` (or ``abs_error``) and optional ``abs_error_theory``.
 * :func:`convergence` -- ``dt, error``.
+* :func:`training_energies`, :func:`training_ledger`, :func:`training_residual` -- the rows of a
+  tracked training run (:data:`inertia.track.COLUMNS`: ``step, kinetic, potential, inertia,
+  delta_inertia``, the ledger terms of :data:`LEDGER_TERMS`, ``residual``, ``finite``), e.g.
+  ``tracker.history`` or :func:`inertia.runs.read_history` of a run directory.
 
 Vocabulary follows STYLE.md: kinetic, potential, inertia, gamma, sigma, dt.
 
@@ -46,6 +50,7 @@ from inertia.simulate import Trajectory
 
 __all__ = [
     "COLORS",
+    "LEDGER_TERMS",
     "convergence",
     "drift",
     "energies",
@@ -53,6 +58,9 @@ __all__ = [
     "ledger",
     "png_bytes",
     "save",
+    "training_energies",
+    "training_ledger",
+    "training_residual",
 ]
 
 #: One colour per quantity, used by every figure.
@@ -75,6 +83,20 @@ _CYCLE = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "tab:ol
 THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black"}
 
 _REF_OFFSET = 0.3
+
+#: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
+LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+#: One colour per ledger term.
+LEDGER_COLORS = {
+    "friction": "tab:purple",
+    "numerical": "tab:red",
+    "curvature": "tab:orange",
+    "noise": "tab:cyan",
+    "schedule": "tab:olive",
+    "metric": "tab:pink",
+    "decay": "tab:brown",
+}
+_NONFINITE = {"color": "crimson", "linestyle": ":", "linewidth": 1.2, "alpha": 0.8, "zorder": 1}
 
 _SIM = {"linewidth": 2.6, "alpha": 0.55, "solid_capstyle": "round"}
 _THEORY = {"linestyle": "--", "linewidth": 1.4, "color": COLORS["theory"], "zorder": 5}
@@ -405,6 +427,221 @@ def convergence(
     ax.set_ylabel("global error at the final time")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(alpha=0.3, which="both")
+    return _finish(fig, title)
+
+
+# --------------------------------------------------------------------------------------------
+# tracked training runs
+
+
+def _history(data: Any, where: str, needed: Sequence[str]) -> dict[str, np.ndarray]:
+    cols = _columns(data)
+    _need(cols, needed, where)
+    out = {k: (v if k == "finite" else v.astype(np.float64)) for k, v in cols.items() if v.dtype != object}
+    out["finite"] = (
+        np.asarray(cols["finite"], dtype=bool) if "finite" in cols else np.ones(len(cols["step"]), bool)
+    )
+    return out
+
+
+def _mark_nonfinite(axes: Sequence[Any], cols: Mapping[str, np.ndarray]) -> None:
+    """A dotted red line at every non-finite row; the first one labelled with its step."""
+    bad = cols["step"][~cols["finite"]]
+    for ax in axes:
+        for i, step in enumerate(bad[:200]):
+            label = f"non-finite row (first at step {int(bad[0])})" if i == 0 else None
+            ax.axvline(step, label=label, **_NONFINITE)
+
+
+def _no_rows(fig: Figure, axes: np.ndarray, title: str | None) -> Figure:
+    for ax in np.ravel(axes):
+        ax.text(0.5, 0.5, "no rows recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _finish(fig, title)
+
+
+def training_energies(history: Any, *, title: str | None = None) -> Figure:
+    """Kinetic, potential and inertia of a tracked training run against ``step``.
+
+    Top: ``potential`` (the loss at ``theta_k`` plus any weight-decay potential), ``kinetic``
+    (of the velocity that reached ``theta_k``) and their sum ``inertia``. Bottom: ``kinetic`` on
+    a log scale, since it is usually orders of magnitude below the loss. Non-finite rows are
+    marked by dotted red lines (their values are not drawn as numbers, and never as 0).
+
+    Args:
+        history: rows with ``step, kinetic, potential, inertia`` (and optional ``finite``).
+        title: figure title.
+    """
+    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    cols = _history(history, "training_energies", ("step", "kinetic", "potential", "inertia"))
+    if len(cols["step"]) == 0:
+        return _no_rows(fig, axes, title)
+    step = cols["step"]
+    top, bottom = axes[0, 0], axes[1, 0]
+    for q in ("potential", "inertia", "kinetic"):
+        top.plot(step, cols[q], color=COLORS[q], label=q, linewidth=1.6, alpha=0.85)
+    top.set_ylabel("energy")
+    kin = cols["kinetic"]
+    pos = np.isfinite(kin) & (kin > 0)
+    if np.any(pos):
+        bottom.semilogy(step[pos], kin[pos], color=COLORS["kinetic"], linewidth=1.4, label="kinetic")
+    bottom.set_ylabel("kinetic (log)")
+    bottom.set_xlabel("step")
+    _mark_nonfinite([top, bottom], cols)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
+    return _finish(fig, title)
+
+
+def _ledger_rows(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Rows that carry a ledger: a measured change, or a non-finite row (row 0 has neither)."""
+    return np.isfinite(cols["delta_inertia"]) | ~cols["finite"]
+
+
+def _binned(values: np.ndarray, size: int) -> np.ndarray:
+    """Sums over consecutive windows of ``size`` (a NaN or inf anywhere in a window stays)."""
+    n = len(values)
+    pad = (-n) % size
+    padded = np.concatenate([values, np.zeros(pad)]) if pad else values
+    return padded.reshape(-1, size).sum(axis=1)
+
+
+def training_ledger(history: Any, *, max_bars: int = 300, title: str | None = None) -> Figure:
+    """The ledger of every step, its terms stacked, with the measured change drawn on top.
+
+    Row ``k`` books ``delta_inertia = I_k - I_{k-1}``, the change made by optimizer step
+    ``k - 1``, as ``friction + numerical + curvature + noise + schedule + metric + decay +
+    residual``. Each row is a column (a step of the stacked areas): positive terms stacked
+    upwards from 0, negative ones downwards, so the net height is their sum; the measured
+    ``delta_inertia`` is the black line over them. The bottom panel divides every column by its
+    ``sum |terms|``, so the make-up of the
+    ledger stays readable late in training, when the changes are small. A term that is NaN in
+    every row (``noise`` in cheap mode) is left out and named in the legend. With more than
+    ``max_bars`` rows, consecutive rows are summed in windows (the change over a window is the
+    sum of its steps' changes) and the title says how many.
+
+    Args:
+        history: rows with ``step, delta_inertia`` and the ledger terms of :data:`LEDGER_TERMS`
+            (missing terms count as not measured), optional ``finite``.
+        max_bars: the most bars drawn.
+        title: figure title (default: says what a bar is).
+    """
+    if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
+        raise ValueError(f"`max_bars` must be an integer >= 1, got {max_bars!r}")
+    fig, axes = _figure(2, 1, width=9.0, height=3.2, sharex="col")
+    cols = _history(history, "training_ledger", ("step", "delta_inertia"))
+    keep = _ledger_rows(cols)
+    if not np.any(keep):
+        return _no_rows(fig, axes, title)
+    top, bottom = axes[0, 0], axes[1, 0]
+    step = cols["step"][keep]
+    measured = [t for t in LEDGER_TERMS if t in cols and np.any(np.isfinite(cols[t][keep]))]
+    missing = [t for t in LEDGER_TERMS if t not in measured]
+    size = max(1, math.ceil(len(step) / max_bars))
+    x = _binned(step, size) / np.bincount(np.arange(len(step)) // size)
+    finite = cols["finite"][keep]
+    terms = {}
+    for term in measured:
+        raw = cols[term][keep]
+        raw = np.where(np.isnan(raw) & finite, 0.0, raw)  # NaN in a finite row: not defined there
+        v = _binned(raw, size)
+        terms[term] = np.where(np.isfinite(v), v, 0.0)  # non-finite windows: no bar, a red line
+    flow = np.sum([np.abs(v) for v in terms.values()], axis=0) if terms else np.zeros(len(x))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(flow > 0, 1.0 / flow, 0.0)
+    for ax, factor in ((top, np.ones(len(x))), (bottom, scale)):
+        up, down = np.zeros(len(x)), np.zeros(len(x))
+        for term, v in terms.items():
+            v = v * factor
+            pos, neg = np.where(v > 0, v, 0.0), np.where(v < 0, v, 0.0)
+            color = LEDGER_COLORS[term]
+            # one polygon per term and sign, drawn as steps centred on each row (a bar chart
+            # without gaps; thousands of separate bars would be slow to draw)
+            ax.fill_between(x, up, up + pos, step="mid", color=color, label=term, linewidth=0)
+            ax.fill_between(x, down, down + neg, step="mid", color=color, linewidth=0)
+            up, down = up + pos, down + neg
+        ax.axhline(0.0, color="0.3", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    delta = _binned(cols["delta_inertia"][keep], size)
+    marker = "." if len(x) <= 60 else None
+    top.plot(x, delta, color="black", linewidth=1.2, marker=marker, label="measured delta_inertia", zorder=6)
+    bottom.plot(x, delta * scale, color="black", linewidth=0.7, alpha=0.6, marker=marker, zorder=6)
+    if missing:
+        top.plot([], [], " ", label="not measured: " + ", ".join(missing))
+    _mark_nonfinite([top, bottom], cols)
+    top.set_ylabel("change of inertia")
+    bottom.set_ylabel("term / sum |terms|")
+    bottom.set_ylim(-1.05, 1.05)
+    bottom.set_xlabel("step")
+    _shared_legend(fig, axes)
+    if title is None:
+        what = "each step k-1 -> k" if size == 1 else f"sums over windows of {size} rows"
+        title = (
+            f"Ledger of the inertia I = K + V, terms stacked ({what}); "
+            f"below, each term's share of the energy that flowed"
+        )
+    return _finish(fig, title)
+
+
+def training_residual(history: Any, *, title: str | None = None) -> Figure:
+    """How well the ledger closes: ``|residual|`` and its size relative to the step's terms.
+
+    Top: ``|residual|`` (measured ``delta_inertia`` minus the sum of the terms) on a log scale.
+    Bottom: ``|residual| / sum_i |term_i|`` over the measured ledger terms, the fraction of the
+    step's energy flow left unexplained, with the unit roundoff of float32 and float64 dotted
+    for scale. Exact zeros are drawn at 1e-17; non-finite rows are marked by dotted red lines.
+
+    Args:
+        history: rows with ``step, residual`` and the ledger terms, optional ``finite``.
+        title: figure title.
+    """
+    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    cols = _history(history, "training_residual", ("step", "residual"))
+    keep = np.isfinite(cols["residual"])
+    if not np.any(keep) and np.all(cols["finite"]):
+        return _no_rows(fig, axes, title)
+    step = cols["step"]
+    flow = np.zeros(len(step))
+    for term in LEDGER_TERMS:
+        if term in cols:
+            flow += np.nan_to_num(np.abs(cols[term]), nan=0.0, posinf=np.inf)
+    resid = np.abs(cols["residual"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(flow > 0, resid / flow, np.nan)
+    top, bottom = axes[0, 0], axes[1, 0]
+    top.semilogy(
+        step[keep],
+        np.maximum(resid[keep], 1e-17),
+        color=COLORS["ledger"],
+        linewidth=1.2,
+        marker="." if keep.sum() <= 60 else None,
+        label="|residual|",
+    )
+    ok = keep & np.isfinite(rel)
+    bottom.semilogy(
+        step[ok],
+        np.maximum(rel[ok], 1e-17),
+        color="tab:green",
+        linewidth=1.2,
+        marker="." if ok.sum() <= 60 else None,
+        label="|residual| / sum |terms|",
+    )
+    for eps, name, style in (
+        (float(np.finfo(np.float32).eps) / 2, "float32", ":"),
+        (float(np.finfo(np.float64).eps) / 2, "float64", "-."),
+    ):
+        bottom.axhline(
+            eps, color="0.4", linestyle=style, linewidth=1.0, label=f"{name} unit roundoff {eps:.1e}"
+        )
+    top.set_ylabel("|residual|")
+    bottom.set_ylabel("relative")
+    bottom.set_xlabel("step")
+    _mark_nonfinite([top, bottom], cols)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
     return _finish(fig, title)
 
 

@@ -9,6 +9,11 @@ browser, mail it, archive it.
 The report is a pure function of the run directory's files (PNG figures, CSV tables,
 ``manifest.json``), so it can be rendered again at any time without re-running anything.
 
+:func:`render_track` does this for a tracked training run (manifest kind ``"track"``, written by
+:class:`inertia.track.RunLog`): from its rows alone (:func:`inertia.runs.read_history`) it draws
+``energies.png``, ``ledger.png`` and ``residual.png``, derives ``summary.csv`` and
+``ledger_totals.csv`` and writes the report, naming the first non-finite step if there is one.
+
 Example:
     >>> import tempfile, pandas as pd
     >>> from inertia.runs import create_run
@@ -24,14 +29,30 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inertia.runs import RunDir, atomic_write_bytes, check_name, read_manifest, read_table
+from inertia.runs import (
+    RunDir,
+    atomic_write_bytes,
+    check_name,
+    read_history,
+    read_manifest,
+    read_table,
+)
 
-__all__ = ["REPORT", "Section", "write_report"]
+__all__ = [
+    "REPORT",
+    "TRACK_FIGURES",
+    "Section",
+    "ledger_totals",
+    "render_track",
+    "track_summary",
+    "write_report",
+]
 
 #: File name of the report inside a run directory.
 REPORT = "report.html"
@@ -114,7 +135,7 @@ def _figure_html(path: Path) -> str:
     )
 
 
-def _table_html(run: Path, name: str, max_rows: int) -> str:
+def _table_html(run: Path, name: str, max_rows: int, na_rep: str = "") -> str:
     if not (run / f"{check_name('table', name)}.csv").is_file():
         return f'<p class="muted">table {html.escape(name)}.csv is missing</p>'
     df = read_table(run, name)
@@ -125,7 +146,7 @@ def _table_html(run: Path, name: str, max_rows: int) -> str:
             f"{html.escape(name)}.csv</p>"
         )
         df = df.head(max_rows)
-    body = df.to_html(index=False, border=0, float_format=lambda x: f"{x:.6g}", na_rep="")
+    body = df.to_html(index=False, border=0, float_format=lambda x: f"{x:.6g}", na_rep=na_rep)
     return f'<p class="muted">{html.escape(name)}.csv</p>{body}{note}'
 
 
@@ -154,6 +175,7 @@ def write_report(
     *,
     intro: str = "",
     max_rows: int = 40,
+    na_rep: str = "",
 ) -> Path:
     """Render ``report.html`` in ``run_dir`` from its figures, tables and manifest.
 
@@ -163,6 +185,7 @@ def write_report(
         sections: the sections, in order.
         intro: an opening paragraph.
         max_rows: the most rows shown per table.
+        na_rep: how a missing (NaN) table cell is shown (default: empty).
 
     Returns:
         The path of ``report.html`` (replaced if it existed: the report is derived data).
@@ -188,9 +211,9 @@ def write_report(
         parts.append(f'<div class="law">{html.escape(s.law)}</div>')
         parts.append(_paragraphs(s.text))
         parts.extend(_figure_html(run / f"{check_name('figure', f)}.png") for f in s.figures)
-        parts.extend(_table_html(run, t, max_rows) for t in s.tables)
+        parts.extend(_table_html(run, t, max_rows, na_rep) for t in s.tables)
         parts.append("</section>")
-    files = sorted(p.name for p in run.iterdir() if p.suffix in (".csv", ".png", ".json"))
+    files = sorted(p.name for p in run.iterdir() if p.suffix in (".csv", ".png", ".json", ".parquet"))
     parts.append('<section id="run"><h2>Run</h2>')
     parts.append(f"<p>Run directory: <code>{html.escape(str(run.resolve()))}</code></p>")
     parts.append(_manifest_html(manifest))
@@ -199,3 +222,214 @@ def write_report(
     )
     parts.append("</section></body></html>")
     return atomic_write_bytes(run / REPORT, "\n".join(parts).encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# tracked training runs (manifest kind "track")
+
+#: The figures of a tracked run's report (``<name>.png``).
+TRACK_FIGURES = ("energies", "ledger", "residual")
+_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.6g}"  # nan, inf and -inf spelled out
+    return str(x)
+
+
+def _first_nonfinite(history: Any) -> int | None:
+    if "finite" not in history or len(history) == 0:
+        return None
+    bad = history.index[~history["finite"].astype(bool)]
+    return int(history.loc[bad[0], "step"]) if len(bad) else None
+
+
+def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
+    """A two-column table (``quantity``, ``value``, as text) summarising a tracked run.
+
+    Status, rows and steps, the first non-finite step (or ``none``), inertia at the first and
+    last row, the sum of the measured changes, the largest ``|residual|`` and the median
+    relative residual ``|residual| / sum |terms|`` over finite rows, and the scalar entries of
+    the manifest's ``results`` (e.g. the test accuracy of ``inertia track``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    manifest = manifest or {}
+    rows: list[tuple[str, str]] = [("status", str(manifest.get("status", "unknown")))]
+    if manifest.get("error"):
+        rows.append(("error", str(manifest["error"])))
+    n = len(history)
+    rows.append(("rows", str(n)))
+    bad = _first_nonfinite(history)
+    rows.append(("first non-finite step", "none" if bad is None else str(bad)))
+    if n:
+        step = history["step"]
+        rows.append(("steps", f"{int(step.iloc[0])} .. {int(step.iloc[-1])}"))
+        for col in ("inertia", "potential", "kinetic"):
+            if col in history:
+                rows.append((f"{col}: first row", _fmt(float(history[col].iloc[0]))))
+                rows.append((f"{col}: last row", _fmt(float(history[col].iloc[-1]))))
+        ok = history[history["finite"].astype(bool)] if "finite" in history else history
+        if "delta_inertia" in ok:
+            rows.append(("sum of delta_inertia (finite rows)", _fmt(float(np.nansum(ok["delta_inertia"])))))
+        if "residual" in ok and ok["residual"].notna().any():
+            resid = ok["residual"].abs()
+            flow = sum(ok[t].abs().fillna(0.0) for t in _LEDGER if t in ok)
+            rel = (resid / flow.where(flow > 0)).dropna()
+            rows.append(("max |residual| (finite rows)", _fmt(float(resid.max()))))
+            if len(rel):
+                rows.append(("median |residual| / sum |terms|", _fmt(float(rel.median()))))
+    for key, value in (manifest.get("results") or {}).items():
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            rows.append((str(key), _fmt(value)))
+    return pd.DataFrame(rows, columns=["quantity", "value"])
+
+
+def ledger_totals(history: Any) -> Any:
+    """Per ledger term: its ``total`` over the finite rows, ``mean`` per row and ``share``.
+
+    ``share`` is the term's ``sum |term|`` over the total ``sum |term|`` of all terms: how much
+    of the energy that flowed went through it. A term that is NaN in every row (``noise`` in
+    cheap mode) is reported as NaN with ``measured = False``; the residual is listed last, and its share
+    is relative to the same total. Non-finite rows are left out.
+    """
+    import numpy as np
+    import pandas as pd
+
+    ok = history[history["finite"].astype(bool)] if "finite" in history else history
+    ok = ok[ok["delta_inertia"].notna()] if "delta_inertia" in ok else ok.iloc[:0]
+    flow = sum(float(ok[t].abs().sum()) for t in _LEDGER if t in ok)
+    out = []
+    for term in (*_LEDGER, "residual", "delta_inertia"):
+        col = ok[term] if term in ok else pd.Series(dtype=float)
+        if col.notna().any():
+            total, mean = float(col.sum()), float(col.mean())
+            share = float(col.abs().sum()) / flow if flow > 0 and term != "delta_inertia" else math.nan
+        else:
+            total = mean = share = math.nan
+        out.append((term, total, mean, share))
+    df = pd.DataFrame(out, columns=["term", "total", "mean", "share"])
+    df["measured"] = df["total"].notna()
+    df["rows"] = np.int64(len(ok))
+    return df
+
+
+_TRACK_INTRO = """Computational inertia I = K + V of a real training run, read out of the
+optimizer's state by inertia.track.InertiaTracker. Row k pairs the potential V_k (the loss at
+theta_k, plus wd/2 ||theta_k||^2 under coupled weight decay) with the kinetic energy K_k of the
+velocity with which the optimizer reached theta_k, and books the change delta_inertia =
+I_k - I_{k-1} made by optimizer step k-1 into the terms of its exact ledger; the residual is what
+the terms do not explain. Every figure and table here is drawn from the run's rows
+(history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
+
+
+def _track_sections(has_metrics: bool) -> list[Section]:
+    sections = [
+        Section(
+            "energies",
+            "Kinetic, potential and inertia",
+            law="I_k = K_k + V_k;  K_k = 1/2 v_k^T M v_k (the velocity that reached theta_k);  "
+            "V_k = L(theta_k) + wd/2 ||theta_k||^2",
+            text="""The potential is the minibatch loss the optimizer used at step k; the kinetic
+            energy is read from the momentum buffer (and, for Adam and RMSprop, the
+            preconditioner that sets the mass). Dotted red lines mark non-finite rows; their
+            values are kept as NaN or inf in the data, never replaced by 0.""",
+            figures=("energies",),
+            tables=("summary",),
+        ),
+        Section(
+            "ledger",
+            "The ledger of every step",
+            law="delta_inertia = I_k - I_{k-1} = friction + numerical + curvature + noise + schedule "
+            "+ metric + decay + residual",
+            text="""friction: the kinetic energy the momentum decay removes; numerical: the
+            scheme's own dissipation, -dt^2/2 g^T M^-1 g; curvature: the Bregman remainder of the
+            loss along the step (large and positive when the step approaches instability);
+            noise: the change from the loss of one minibatch to the next at the same parameters
+            (exact mode only; in cheap mode curvature carries it); schedule: the rescaling of
+            the velocity when the learning rate (or Adam's bias correction) changes; metric:
+            the change of a preconditioner (Adam, RMSprop); decay: the work of decoupled weight
+            decay (AdamW). Positive terms are stacked upwards, negative ones downwards; the
+            black line is the measured change. The table sums each term over the run.""",
+            figures=("ledger",),
+            tables=("ledger_totals",),
+        ),
+        Section(
+            "residual",
+            "How well the ledger closes",
+            law="residual = delta_inertia - (sum of the terms);  relative = |residual| / sum |terms|",
+            text="""Every term is computed on its own from optimizer state, gradients and
+            losses, so the residual is a real check, not a definition. It is rounding error:
+            of the order of the unit roundoff of the parameters' precision (float32 for the
+            model of inertia track) relative to the energy that flowed.""",
+            figures=("residual",),
+        ),
+    ]
+    if has_metrics:
+        sections.append(
+            Section(
+                "training",
+                "Training and test metrics",
+                law="per epoch: mean training loss, test loss, test accuracy",
+                text="""Written by inertia track at the end of each epoch (metrics.csv).""",
+                tables=("metrics",),
+            )
+        )
+    return sections
+
+
+def render_track(run_dir: RunDir | str | Path) -> Path:
+    """Draw the figures and write ``report.html`` of a tracked run (manifest kind ``"track"``).
+
+    Reads the rows with :func:`inertia.runs.read_history` (the Parquet file of a finished run,
+    the row log of a running or killed one) and the manifest; writes the derived files
+    ``energies.png``, ``ledger.png``, ``residual.png``, ``summary.csv``, ``ledger_totals.csv`` and
+    ``report.html``, replacing earlier versions of them. The data (manifest, rows, Parquet,
+    ``metrics.csv``) are only read.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        FileNotFoundError: no ``manifest.json``.
+        ValueError: the run is not of kind ``"track"``.
+    """
+    from inertia import plots
+
+    run = run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)
+    manifest = read_manifest(run)
+    if manifest.get("kind") != "track":
+        raise ValueError(
+            f"`run_dir` must be a track run directory (manifest kind 'track'), "
+            f"got kind {manifest.get('kind')!r} in {str(run)!r}"
+        )
+    history = read_history(run)
+    figures = {
+        "energies": plots.training_energies(history, title="Energies of the tracked run"),
+        "ledger": plots.training_ledger(history),
+        "residual": plots.training_residual(history, title="Residual of the ledger"),
+    }
+    for name, fig in figures.items():
+        plots.save(fig, run / f"{name}.png", overwrite=True)
+    for name, table in (
+        ("summary", track_summary(history, manifest)),
+        ("ledger_totals", ledger_totals(history)),
+    ):
+        atomic_write_bytes(run / f"{name}.csv", table.to_csv(index=False, na_rep="nan").encode())
+    bad = _first_nonfinite(history)
+    status = str(manifest.get("status", "unknown"))
+    lines = [_TRACK_INTRO, f"Status: {status}; {len(history)} rows."]
+    if bad is not None:
+        policy = (manifest.get("config") or {}).get("nan_policy")
+        lines.append(
+            f"Non-finite loss or optimizer state: first at step {bad}"
+            + (f" (nan_policy {policy!r})" if policy else "")
+            + ". Those rows keep their NaN or inf values."
+        )
+    if manifest.get("error"):
+        lines.append(f"The run ended with an error: {manifest['error']}")
+    title = f"inertia track: {run.name}"
+    sections = _track_sections((run / "metrics.csv").is_file())
+    return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

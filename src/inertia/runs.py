@@ -5,6 +5,8 @@ A run directory holds everything a run produced::
     runs/<kind>-<YYYYmmdd-HHMMSS>/
         manifest.json     configuration, seed, versions, command line, start and end time
         <table>.csv       finalised tables (one per scenario or summary)
+        rows.csv          tracked runs: the append-only row log, one CSV line per row, flushed
+        history.parquet   tracked runs: the same rows, finalised when the run closes
         <figure>.png      figures drawn from those tables
         report.html       a self-contained report (see :mod:`inertia.report`)
 
@@ -17,8 +19,11 @@ Rules (the contract of this module):
   absolute), so nothing is written outside the run directory.
 * Every write is atomic (temporary file in the same directory, then :func:`os.replace`): a run
   killed at any moment leaves either the old file or the new one, never half a file.
-* Readers (:func:`read_manifest`, :func:`read_table`) open files read-only, never modify, move or
-  delete what they read, and never unpickle (JSON and CSV only).
+* Readers (:func:`read_manifest`, :func:`read_table`, :func:`read_history`) open files read-only,
+  never modify, move or delete what they read, and never unpickle (JSON, CSV and Parquet only).
+* The row log ``rows.csv`` (written by :class:`inertia.track.RunLog`) is the one file that grows:
+  it is only ever appended to, a line at a time, so a crash leaves every complete line intact
+  and at most one torn last line, which :func:`read_history` ignores.
 
 No git, no network: the manifest records versions of the Python packages in use.
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
@@ -47,18 +53,26 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "HISTORY",
     "MANIFEST",
+    "ROWS",
     "RunDir",
     "atomic_write_bytes",
     "check_name",
     "create_run",
+    "read_history",
     "read_manifest",
+    "read_rows",
     "read_table",
     "versions",
 ]
 
 #: File name of the manifest inside a run directory.
 MANIFEST = "manifest.json"
+#: File name of the append-only row log of a tracked run.
+ROWS = "rows.csv"
+#: File name of the finalised row table of a tracked run (written when the run closes).
+HISTORY = "history.parquet"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -321,3 +335,105 @@ def read_table(path: str | Path, name: str) -> Any:
     file = Path(path) / f"{check_name('name', name)}.csv"
     with open(file, encoding="utf-8") as f:
         return pd.read_csv(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# the row log of a tracked run
+
+
+def _cells_to_column(name: str, cells: list[str]) -> Any:
+    """One column of the row log as a NumPy array of the narrowest exact type.
+
+    ``True``/``False`` give ``bool``; integers give ``int64``; anything :func:`float` parses
+    (including ``nan``, ``inf``, ``-inf``; an empty cell is NaN) gives ``float64``, parsed by
+    Python so that every float written with ``repr`` comes back bit for bit; anything else stays
+    text.
+    """
+    import numpy as np
+
+    if cells and all(c in ("True", "False") for c in cells):
+        return np.array([c == "True" for c in cells], dtype=bool)
+    try:
+        return np.array([int(c) for c in cells], dtype=np.int64)
+    except ValueError:
+        pass
+    try:
+        return np.array([float(c) if c else math.nan for c in cells], dtype=np.float64)
+    except ValueError:
+        return np.array(cells, dtype=object)
+
+
+def _empty_history(columns: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    kinds = {"step": np.int64, "finite": bool}
+    names = [str(c) for c in columns] if isinstance(columns, list) else []
+    return pd.DataFrame({c: np.array([], dtype=kinds.get(c, np.float64)) for c in names})
+
+
+def read_rows(path: str | Path) -> Any:
+    """Read the row log ``<run>/rows.csv`` as a pandas DataFrame; read-only, no pickle.
+
+    Only complete lines count: a torn last line (a run killed in the middle of a write, or a
+    power cut before the operating system wrote the file out) is left out, so the result is
+    always a prefix of the rows the run produced. A missing or empty log gives an empty frame
+    with the columns listed in the manifest (``columns``), if there is one.
+
+    Column types: ``step`` and other integer columns ``int64``, ``finite`` ``bool``, the rest
+    ``float64`` with ``nan``, ``inf`` and ``-inf`` kept as such.
+    """
+    import csv
+    import io
+
+    import pandas as pd
+
+    run = Path(path)
+    file = run / ROWS
+    try:
+        with open(file, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    end = data.rfind(b"\n")
+    lines = list(csv.reader(io.StringIO(data[: end + 1].decode("utf-8"), newline="")))
+    if not lines:
+        try:
+            columns = read_manifest(run).get("columns")
+        except FileNotFoundError:
+            columns = None
+        return _empty_history(columns)
+    header, body = lines[0], lines[1:]
+    if not body:
+        return _empty_history(header)
+    width = len(header)
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != width]
+    if bad:
+        raise ValueError(
+            f"{file}: every row must have the {width} cells of the header, "
+            f"lines {bad[:5]} do not (not a row log written by inertia?)"
+        )
+    columns = {name: _cells_to_column(name, [r[j] for r in body]) for j, name in enumerate(header)}
+    return pd.DataFrame(columns)
+
+
+def read_history(path: str | Path) -> Any:
+    """The rows of a tracked run as a pandas DataFrame; read-only, no pickle.
+
+    A finished run (its manifest names ``history.parquet``, written when the run closed) is read
+    from the Parquet file; a running, killed or crashed one from its row log ``rows.csv`` by
+    :func:`read_rows`, which drops a torn last line. Either way nothing in the directory is
+    created, modified or deleted.
+
+    Raises:
+        FileNotFoundError: ``path`` has no ``manifest.json``.
+    """
+    run = Path(path)
+    manifest = read_manifest(run)
+    file = run / HISTORY
+    if manifest.get("history") == HISTORY and file.is_file():
+        import pyarrow.parquet as pq
+
+        with open(file, "rb") as f:
+            return pq.read_table(f).to_pandas()
+    return read_rows(run)

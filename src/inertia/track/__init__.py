@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from inertia.track.adam import AdamMapping
+from inertia.track.log import RunLog, TensorBoardSink, read_history
 from inertia.track.mapping import MAPPINGS, Mapping, StepTerms, mapping_for, register_mapping
 from inertia.track.rmsprop import RMSpropMapping
 from inertia.track.sgd import SGDMapping
@@ -26,10 +27,13 @@ __all__ = [
     "Mapping",
     "NonFiniteError",
     "RMSpropMapping",
+    "RunLog",
     "SGDMapping",
     "Sink",
     "StepTerms",
+    "TensorBoardSink",
     "mapping_for",
+    "read_history",
     "register_mapping",
 ]
 

@@ -44,7 +44,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from inertia.track.distributed import LAYOUTS, detect_layout, local_tensor, reduce_vector
+from inertia.track.distributed import (
+    LAYOUTS,
+    check_layout,
+    detect_layout,
+    local_view,
+    pack_hparams,
+    reduce_vector,
+    unpack_hparams,
+)
 from inertia.track.mapping import StepTerms, mapping_for
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
@@ -94,32 +102,6 @@ class _Hook:
     sums: Any  # float64 tensor, all groups concatenated
 
 
-class _LocalState:
-    """The optimizer's per-parameter state with DTensors replaced by their local shards."""
-
-    def __init__(self, state: Any) -> None:
-        self._state = state
-
-    def __contains__(self, p: Any) -> bool:
-        return p in self._state
-
-    def __getitem__(self, p: Any) -> dict[str, Any]:
-        return {k: local_tensor(v) for k, v in self._state[p].items()}
-
-
-class _LocalParam:
-    """A parameter seen through its local shard (``grad`` too)."""
-
-    def __init__(self, p: Any) -> None:
-        self._p = p
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "grad":
-            g = self._p.grad
-            return None if g is None else local_tensor(g)
-        return getattr(local_tensor(self._p), name)
-
-
 def _as_scalar_tensor(name: str, value: Any) -> Any:
     import torch
 
@@ -147,7 +129,9 @@ class InertiaTracker:
         sinks: extra destinations for each row (e.g. :class:`inertia.track.RunLog`), written on
             rank 0 only.
         layout: ``"auto"``, ``"local"``, ``"replicated"`` (DDP) or ``"sharded"`` (ZeRO, FSDP2);
-            see :mod:`inertia.track.distributed`.
+            see :mod:`inertia.track.distributed`. ``ValueError`` if a distributed layout has no
+            initialised process group, or if DTensor parameters are not sharded once over the
+            world (HSDP, tensor parallel) and no ``process_group`` is given.
         process_group: the ``torch.distributed`` group to reduce over (default: the world).
 
     Example:
@@ -201,6 +185,7 @@ class InertiaTracker:
         self._local = local
         params = [p for g in local.param_groups for p in g["params"]]
         self.layout = detect_layout(optimizer, params) if layout == "auto" else layout
+        check_layout(self.layout, params, process_group)
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
         self.sinks = list(sinks) if self._is_writer() else []
@@ -238,15 +223,19 @@ class InertiaTracker:
         import torch
 
         sharded = self.layout == "sharded"
-        state: Any = _LocalState(self._local.state) if sharded else self._local.state
-        hps, sums = [], []
+        hps, parts = [], []
         with torch.no_grad():
             for group in self._local.param_groups:
-                view = dict(group)
-                if sharded:
-                    view["params"] = [_LocalParam(p) for p in group["params"]]
+                # sharded: DTensors seen through their local shards (distributed.local_view)
+                view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
                 hps.append(self.mapping.snapshot(view, state))
-                sums.append(self.mapping.reduce(view, state))
+                # a group can be empty (ZeRO gives a rank no parameter of a small group)
+                parts.append(self.mapping.reduce(view, state) if view["params"] else None)
+        device = next((s.device for s in parts if s is not None), None)
+        width = len(self.mapping.names)
+        sums = [torch.zeros(width, dtype=torch.float64, device=device) if s is None else s for s in parts]
+        if sharded:  # hyper-parameters this rank cannot know travel in the same all-reduce
+            sums.append(pack_hparams(hps, device))
         self._hooks[j] = _Hook(hps, torch.cat(sums))
         for old in [s for s in self._hooks if s < j - 2]:
             del self._hooks[old]
@@ -345,6 +334,20 @@ class InertiaTracker:
         else:
             log.warning("%s: flagged", msg)
 
+    def _merge_hparams(self, vec: list[float], n_loss: int, hook_steps: list[int]) -> list[float]:
+        """Sharded layout: fill each hook's unknown hyper-parameters from the all-reduced block
+        that follows its sums (:func:`inertia.track.distributed.unpack_hparams`) and return the
+        vector without those blocks."""
+        out, pos = vec[:n_loss], n_loss
+        for j in hook_steps:
+            hook = self._hooks[j]
+            n_sums = len(hook.hps) * len(self.mapping.names)
+            n_block = 2 * sum(len(hp) for hp in hook.hps)
+            out += vec[pos : pos + n_sums]
+            hook.hps = unpack_hparams(hook.hps, vec[pos + n_sums : pos + n_sums + n_block])
+            pos += n_sums + n_block
+        return out
+
     def _split(self, vec: list[float], hook_steps: list[int]) -> dict[int, list[dict[str, float]]]:
         names = self.mapping.names
         out, pos = {}, 0
@@ -386,6 +389,8 @@ class InertiaTracker:
         )
         vec = reduce_vector(losses, sums, self.layout, self.process_group)
         n_loss = len(loss_list)
+        if self.layout == "sharded":
+            vec = self._merge_hparams(vec, n_loss, hook_steps)
         by_step = self._split(vec[n_loss:], hook_steps)
         row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
         row["step"] = k
