@@ -33,5 +33,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
+# Speed is measured, not tested: the tracker's per-step overhead on a CPU MLP, baseline in the
+# same run (about two minutes). JSON on stdout and in runs/bench/, one verdict line per goal.
+bench: $(STAMP)
+	mkdir -p runs/bench
+	$(BIN)/python benchmarks/tracker_overhead.py --out runs/bench/tracker_overhead.json
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

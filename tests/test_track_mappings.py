@@ -417,14 +417,6 @@ CASES: dict[str, tuple[Any, dict[str, Any], Any, Callable[[], list[dict[str, Any
     ),
 }
 
-# SGD without momentum keeps no optimizer state (PyTorch creates ``state[p]`` only when
-# momentum != 0), and the tracker sums only over parameters present in ``optimizer.state``, so
-# it books K = 0 and numerical = 0 and pushes everything into ``curvature`` (residual still 0).
-SGD_NO_STATE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SGDMapping.reduce skips every parameter when momentum == 0 (no optimizer state): "
-    "kinetic and numerical are 0, curvature absorbs the whole change",
-)
 CASES_XFAIL = {
     "sgd-plain": (
         SGD,
@@ -485,7 +477,6 @@ def test_hand_computed_rows(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES_XFAIL))
-@SGD_NO_STATE
 def test_hand_computed_rows_sgd_without_momentum(case: str) -> None:
     check_case(*CASES_XFAIL[case])
 
@@ -549,7 +540,6 @@ def test_literal_heavy_ball_numbers() -> None:
             assert got[name] == pytest.approx(value, abs=1e-14), name
 
 
-@SGD_NO_STATE
 def test_literal_plain_sgd_numbers() -> None:
     """Worked by hand (lr = 0.1, no momentum): v_{j+1} = -sqrt(lr) g_j. K1 = 0.05 * 5 = 0.25,
     numerical = -0.25, curvature = 0.045; theta2 = (0.81, 0.64), K2 = 0.05 * 3.37 = 0.1685,
@@ -680,24 +670,11 @@ def make_scheduler(name: str, opt: Any, n_steps: int) -> Any:
     raise AssertionError(name)
 
 
-# PyTorch's foreach SGD with Nesterov (and neither maximize nor weight decay, which make copies)
-# adds ``momentum * buf`` to the parameters' ``.grad`` tensors in place
-# (torch/optim/sgd.py, _multi_tensor_sgd: ``torch._foreach_add_(device_grads, bufs, ...)``), so
-# after the step ``p.grad`` is ``g + mu b`` and the tracker, which reads ``p.grad`` in its
-# post-step hook, recovers the wrong ``g_j`` and ``theta_j``. foreach is PyTorch's default on CUDA.
-NESTEROV_FOREACH = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SGDMapping reads p.grad after the step, but foreach Nesterov SGD overwrote it "
-    "with g + momentum * buf",
-)
-
-
 def _closing_cases() -> list[Any]:
     cases = []
     for name in sorted(OPTIMIZERS):
         for form in sorted(FORMS):
-            marks = [NESTEROV_FOREACH] if (name, form) == ("sgd-nesterov", "foreach") else []
-            cases.append(pytest.param(name, form, marks=marks, id=f"{name}-{form}"))
+            cases.append(pytest.param(name, form, id=f"{name}-{form}"))
     return cases
 
 
@@ -806,7 +783,6 @@ def test_closing_check_has_teeth(wrong_mapping: Any, cls: type, mapping: Any, kw
     assert worst_residual(right) <= CLOSE_TOL
 
 
-@NESTEROV_FOREACH
 def test_nesterov_foreach_rows_equal_for_loop_rows() -> None:
     """Reproducer: the same Nesterov run in for-loop and foreach form (identical parameters)
     must give identical rows; the foreach rows are wrong from row 1 on."""
@@ -820,11 +796,6 @@ def test_nesterov_foreach_rows_equal_for_loop_rows() -> None:
 
 # --------------------------------------------------------------------------- lr = 0 (warm-up)
 
-ZERO_LR_CRASH = (
-    "BUG: InertiaTracker._row computes gamma = -log(mu) / dt with dt = sqrt(lr) = 0 when a "
-    "scheduler sets lr = 0 (LambdaLR warm-up from 0): ZeroDivisionError inside record()"
-)
-
 
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
@@ -832,21 +803,12 @@ ZERO_LR_CRASH = (
         pytest.param(
             SGD,
             {"lr": 0.1, "momentum": 0.9},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=ZERO_LR_CRASH + "; and, once that is fixed, the ledger of the step after "
-                "an lr = 0 step does not close for SGD: r^2 K_j = inf * 0 is booked as 0 although "
-                "the buffer still carries momentum (Adam and RMSprop compute K~ from the state)",
-            ),
             id="sgd-momentum",
         ),
-        pytest.param(
-            ADAM, {"lr": 0.05}, marks=pytest.mark.xfail(strict=True, reason=ZERO_LR_CRASH), id="adam"
-        ),
+        pytest.param(ADAM, {"lr": 0.05}, id="adam"),
         pytest.param(
             RMSPROP,
             {"lr": 0.01, "momentum": 0.5},
-            marks=pytest.mark.xfail(strict=True, reason=ZERO_LR_CRASH),
             id="rmsprop-momentum",
         ),
     ],

@@ -204,15 +204,17 @@ def test_memory_is_flat_over_many_steps(mode: str) -> None:
     assert len(tracker.rows) == 300
 
 
-def test_tracker_adds_no_module_hooks_and_one_step_hook() -> None:
+def test_tracker_adds_no_module_hooks_and_one_pair_of_step_hooks() -> None:
+    # one pre-step hook (Python bookkeeping: first steps, gradient version counters) and one
+    # post-step hook (the sums); no module hooks; close() removes both
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    before = len(opt._optimizer_step_post_hooks)
+    before = len(opt._optimizer_step_post_hooks), len(opt._optimizer_step_pre_hooks)
     tracker = InertiaTracker(opt)
-    assert len(opt._optimizer_step_post_hooks) == before + 1
+    assert len(opt._optimizer_step_post_hooks) == before[0] + 1
+    assert len(opt._optimizer_step_pre_hooks) == before[1] + 1
     assert all(
         not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules()
     )
-    assert not opt._optimizer_step_pre_hooks
     tracker.close()
-    assert len(opt._optimizer_step_post_hooks) == before
+    assert (len(opt._optimizer_step_post_hooks), len(opt._optimizer_step_pre_hooks)) == before

@@ -317,17 +317,9 @@ def test_tracker_equals_naive_reference(opt_name: str, model_kind: str, groups: 
         assert model.l1.weight not in opt.state and model.spare not in opt.state
 
 
-# --------------------------------------------------------------------------- known bugs
-
-ADAM_FROZEN_GROUP = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AdamMapping.snapshot takes the step count from the first parameter with a "
-    "gradient; a group with none (a frozen backbone in its own group) gets step = NaN, so "
-    "c^2 = NaN and the total kinetic energy is NaN on every row (finite stays True)",
-)
+# --------------------------------------------------------------------------- frozen and late parameters
 
 
-@ADAM_FROZEN_GROUP
 @pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW], ids=["adam", "adamw"])
 def test_adam_with_a_frozen_parameter_group(cls: Any) -> None:
     """Fine-tuning pattern: the frozen backbone keeps its own group (lower lr)."""
@@ -339,15 +331,6 @@ def test_adam_with_a_frozen_parameter_group(cls: Any) -> None:
     assert_rows_equal(tracker.rows, ref.rows)
 
 
-ADAM_STEP_COUNTS = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 'first step' (SGD's b_0 = g_0 with dampening) and Adam's step count t "
-    "(bias correction, c^2, dt^2) are taken per group, not per parameter; a parameter that "
-    "starts training later (unfrozen mid-run) breaks the ledger",
-)
-
-
-@ADAM_STEP_COUNTS
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
     [

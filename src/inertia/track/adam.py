@@ -15,12 +15,14 @@ Mapping. The persistent state is the first moment, a momentum: ``p_{j+1} = -c_j 
 ``M_j``. As ``t -> inf``, ``dt -> sqrt(eta (1 - b1))`` (THEORY.md section 6); before that the bias
 correction acts as a step-size schedule. ``K_{j+1} = 1/2 p^T M_j^{-1} p = c_j^2/2 sum m_j^2 / M_j``.
 
-Exact ledger of one step (``K~ = c_j^2/2 sum m_{j-1}^2 / M_j``, the rescaled old momentum in the
-new metric)::
+Exact ledger of one step, with the old momentum at the new scale in the old metric
+``K~_old = c_j^2/2 sum m_{j-1}^2 / M_{j-1} = r^2 K_j`` (carried forward from the previous step,
+per parameter, since parameters unfrozen later have their own step counts) and in the new
+metric ``K~_new = c_j^2/2 sum m_{j-1}^2 / M_j``::
 
-    schedule  = (r^2 - 1) K_j
-    metric    = K~ - r^2 K_j = 1/2 (r p_j)^T (M_j^{-1} - M_{j-1}^{-1}) (r p_j)
-    friction  = -(1 - b1^2) K~
+    schedule  = K~_old - K_j = (r^2 - 1) K_j
+    metric    = K~_new - K~_old = 1/2 (r p_j)^T (M_j^{-1} - M_{j-1}^{-1}) (r p_j)
+    friction  = -(1 - b1^2) K~_new
     numerical = -dt_j^2/2 sum g_j^2 / M_j
     decay     = <G_j, delta_j> + wd <theta_j, Delta_adam>   (AdamW only)
 
@@ -45,22 +47,37 @@ import math
 from typing import Any
 
 from inertia.track.mapping import (
+    NO_PRESTEP,
     Mapping,
+    PreStep,
     StepTerms,
-    dot,
     momentum_terms,
     params_with_grad,
-    previous_kinetic,
-    stack_sums,
+    prior,
+    reduce_flat,
 )
 
 __all__ = ["AdamMapping"]
 
 
+def _floats(values: list[Any]) -> list[float]:
+    """Step counts as Python floats; tensors on an accelerator are read in one transfer."""
+    import torch
+
+    on_device = [v for v in values if isinstance(v, torch.Tensor) and v.device.type != "cpu"]
+    if len(on_device) > 1 and len({v.device for v in on_device}) == 1:
+        read = iter(torch.stack([v.reshape(()) for v in on_device]).tolist())
+        return [
+            float(next(read)) if isinstance(v, torch.Tensor) and v.device.type != "cpu" else float(v)
+            for v in values
+        ]
+    return [float(v) for v in values]
+
+
 class AdamMapping(Mapping):
     """``torch.optim.Adam`` and ``AdamW``: amsgrad, maximize, L2 or decoupled weight decay."""
 
-    names = ("kin", "kt", "gg", "gd", "decay", "th0", "th1")
+    names = ("kin", "fwd", "kt", "gg", "gd", "decay", "th0", "th1")
 
     def __init__(self, decoupled: bool | None = None) -> None:
         # None: read ``decoupled_weight_decay`` from the group (AdamW sets it True)
@@ -72,12 +89,12 @@ class AdamMapping(Mapping):
         return bool(group.get("decoupled_weight_decay", False))
 
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
-        step = math.nan
-        for _, _, st in params_with_grad(group, state):
-            step = float(st["step"])
-            break
+        # the step count of the group's first stepped parameter: only for the reported dt (the
+        # ledger uses every parameter's own step count)
+        step = next((st["step"] for _, _, st in params_with_grad(group, state) if "step" in st), None)
         b1, b2 = group["betas"]
         return {
+            "step": math.nan if step is None else float(step),
             "lr": float(group["lr"]),
             "beta1": float(b1),
             "beta2": float(b2),
@@ -86,22 +103,28 @@ class AdamMapping(Mapping):
             "amsgrad": float(bool(group["amsgrad"])),
             "maximize": float(bool(group.get("maximize", False))),
             "decoupled": float(self._is_decoupled(group)),
-            "step": step,
         }
 
-    def reduce(self, group: dict[str, Any], state: Any) -> Any:
+    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
         hp = self.snapshot(group, state)
         lr, b1, b2, eps, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"]
         amsgrad, maximize, decoupled = bool(hp["amsgrad"]), bool(hp["maximize"]), bool(hp["decoupled"])
-        acc: list[Any] = [0.0] * len(self.names)
+        rows: list[tuple[Any, ...]] = []
+        steps: list[Any] = []
         ref = None
         for p, grad, st in params_with_grad(group, state):
             ref = p
-            raw = -grad if maximize else grad
-            t = float(st["step"])
-            bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-            m = st["exp_avg"]
+            if "exp_avg" not in st:
+                continue
             s = st["max_exp_avg_sq"] if amsgrad else st["exp_avg_sq"]
+            rows.append((grad, st["exp_avg"], s, p))
+            steps.append(st["step"])
+        if ref is None:
+            ref = group["params"][0]
+
+        def products(t: float, grad: Any, m: Any, s: Any, p: Any) -> dict[str, tuple[Any, ...]]:
+            raw = -grad if maximize else grad
+            bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
             metric = s.sqrt() / math.sqrt(bc2) + eps
             du = (-lr / bc1) * m / metric
             if decoupled:
@@ -112,41 +135,44 @@ class AdamMapping(Mapping):
                 theta0 = p - du
                 g = raw + wd * theta0 if wd else raw
                 big_g = g
-            g_over = g / metric
-            parts: list[Any] = [dot(m, m / metric)]
+            # per step count t: c^2 / lr = 1 / ((1 - b1) bc1(t)), dt^2 / lr = (1 - b1) / bc1(t);
+            # the forwarded momentum uses the next step's bias correction bc1(t + 1)
+            c2 = 1.0 / ((1.0 - b1) * bc1)
+            m_over = m / metric
+            pairs: dict[str, tuple[Any, ...]] = {
+                "kin": (m, m_over, c2),
+                "fwd": (m, m_over, 1.0 / ((1.0 - b1) * (1.0 - b1 ** (t + 1.0)))),
+                "gg": (g, g / metric, (1.0 - b1) / bc1),
+                "gd": (big_g, p - theta0),
+            }
             if b1 != 0.0:
                 m_prev = (m - (1.0 - b1) * g) / b1
-                parts.append(dot(m_prev, m_prev / metric))
-            else:
-                parts.append(0.0)
-            parts += [dot(g, g_over), dot(big_g, p - theta0)]
-            if decoupled and wd:
-                parts.append(wd * dot(theta0, du - lr * raw - (lr * wd) * theta0))
-            else:
-                parts.append(0.0)
-            parts += [dot(theta0, theta0), dot(p, p)] if wd else [0.0, 0.0]
-            acc = [a + x for a, x in zip(acc, parts, strict=True)]
-        if ref is None:
-            ref = group["params"][0]
-        return stack_sums(acc, ref)
+                pairs["kt"] = (m_prev, m_prev / metric, c2)
+            if wd and decoupled:
+                pairs["decay"] = (theta0, du - lr * raw - (lr * wd) * theta0)
+            if wd:
+                pairs.update(th0=(theta0, theta0), th1=(p, p))
+            return pairs
+
+        # parameters with different step counts (bias corrections) are summed in separate chunks
+        return reduce_flat(rows, products, self.names, ref, {"decay": ("decay", wd)}, _floats(steps))
 
     def assemble(
         self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool
     ) -> StepTerms:
-        lr, b1, wd, t = hp["lr"], hp["beta1"], hp["weight_decay"], hp["step"]
-        bc1 = 1.0 - b1**t
-        c2 = lr / ((1.0 - b1) * bc1)
-        h2 = lr * (1.0 - b1) / bc1
-        k_prev, c2_prev = previous_kinetic(prev, fresh)
-        k_tilde = 0.5 * c2 * sums["kt"]
-        schedule, metric, friction = momentum_terms(k_prev, c2_prev, c2, b1, k_tilde)
+        lr, b1, wd = hp["lr"], hp["beta1"], hp["weight_decay"]
+        k_prev, k_old = prior(prev, fresh, lr)
+        schedule, metric, friction = momentum_terms(k_prev, k_old, 0.5 * lr * sums["kt"], b1)
+        # reported dt: dt^2 = lr (1 - b1) / bc1(t) at the group's step count (-> lr (1 - b1))
+        t = hp["step"]
+        h2 = lr * (1.0 - b1) / (1.0 - b1**t) if math.isfinite(t) and t > 0 else lr * (1.0 - b1)
         return StepTerms(
-            kinetic=0.5 * c2 * sums["kin"],
-            scale=c2,
+            kinetic=0.5 * lr * sums["kin"],
+            forward=0.5 * sums["fwd"],
             schedule=schedule,
             metric=metric,
             friction=friction,
-            numerical=-0.5 * h2 * sums["gg"],
+            numerical=-0.5 * lr * sums["gg"],
             decay=sums["decay"],
             g_dtheta=sums["gd"],
             reg_before=0.5 * wd * sums["th0"],

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "MAPPINGS",
     "Mapping",
+    "PreStep",
     "StepTerms",
     "mapping_for",
     "register_mapping",
@@ -50,14 +51,16 @@ __all__ = [
 class StepTerms:
     """One parameter group's part of the ledger of one optimizer step ``j`` (Python floats).
 
-    ``kinetic`` is ``K_{j+1}`` (the velocity that reached ``theta_{j+1}``); ``scale`` is the
-    factor ``c_j^2`` that turns the group's buffer norm into it (the next step needs it for
-    ``r``); ``g_dtheta = <G_j, theta_{j+1} - theta_j>`` with ``G_j = grad V(theta_j)``;
+    ``kinetic`` is ``K_{j+1}`` (the velocity that reached ``theta_{j+1}``); ``forward`` is that
+    momentum carried to the next step's scale without its learning rate, so that the next step's
+    rescaled old kinetic energy is ``K~_old = lr_{j+1} * forward`` (this is how schedules,
+    warm-ups from ``lr = 0`` and Adam's per-parameter bias corrections enter the ledger);
+    ``g_dtheta = <G_j, theta_{j+1} - theta_j>`` with ``G_j = grad V(theta_j)``;
     ``reg_before``/``reg_after`` are ``wd/2 ||theta_j||^2`` and ``wd/2 ||theta_{j+1}||^2``.
     """
 
     kinetic: float
-    scale: float
+    forward: float
     schedule: float
     metric: float
     friction: float
@@ -71,16 +74,34 @@ class StepTerms:
     momentum: float
 
 
+@dataclass(frozen=True)
+class PreStep:
+    """What the tracker saw just before the step (cheap: Python bookkeeping, no device work).
+
+    ``new``: ids of parameters that had no optimizer state (their first step: e.g. SGD's
+    ``b_0 = g_0``); ``mutated``: ids of parameters whose ``.grad`` the step modified in place
+    (PyTorch's foreach Nesterov SGD adds ``momentum * buf`` to it).
+    """
+
+    new: frozenset[int] = frozenset()
+    mutated: frozenset[int] = frozenset()
+
+
+#: nothing known about the step (a mapping called outside the tracker)
+NO_PRESTEP = PreStep()
+
+
 def params_with_grad(group: dict[str, Any], state: Any) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
-    """``(param, grad, state)`` for the parameters the optimizer actually stepped."""
+    """``(param, grad, state)`` for the parameters the optimizer stepped (state ``{}`` if it keeps
+    none, like SGD without momentum)."""
     for p in group["params"]:
-        if p.grad is None or p not in state:
+        if p.grad is None:
             continue
         if p.grad.is_sparse:
             raise ValueError("sparse gradients are not supported by the inertia tracker")
         if p.is_complex():
             raise ValueError("complex parameters are not supported by the inertia tracker")
-        yield p, p.grad, state[p]
+        yield p, p.grad, state[p] if p in state else {}
 
 
 def hyper(group: dict[str, Any], key: str) -> float:
@@ -99,7 +120,7 @@ class Mapping(ABC):
     names: tuple[str, ...] = ()
 
     @abstractmethod
-    def reduce(self, group: dict[str, Any], state: Any) -> Any:
+    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
         """Sums over the group's parameters as a float64 tensor of ``len(names)`` (no sync)."""
 
     @abstractmethod
@@ -112,10 +133,10 @@ class Mapping(ABC):
     ) -> StepTerms:
         """The ledger terms of the step from its sums.
 
-        ``prev`` is the group's terms of the previous step (its ``kinetic`` is ``K_j``);
-        ``None`` with ``fresh`` means this is the optimizer's first step (``K_j = 0``), ``None``
-        without ``fresh`` that ``K_j`` is unknown (the tracker was attached mid-run): terms that
-        need it are NaN.
+        ``prev`` is the group's terms of the previous step (its ``kinetic`` is ``K_j``, its
+        ``forward`` gives ``K~_old``); ``None`` with ``fresh`` means this is the optimizer's first
+        step (``K_j = 0``), ``None`` without ``fresh`` that ``K_j`` is unknown (the tracker was
+        attached mid-run): terms that need it are NaN.
         """
 
 
@@ -124,44 +145,135 @@ def stack_sums(values: Sequence[Any], like: Any) -> Any:
     import torch
 
     out = [
-        v if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64, device=like.device)
+        v
+        if isinstance(v, torch.Tensor)
+        else torch.full((), float(v), dtype=torch.float64, device=like.device)
         for v in values
     ]
     return torch.stack([v.to(torch.float64) for v in out])
 
 
 def dot(a: Any, b: Any) -> Any:
-    """``sum(a * b)`` accumulated in float64."""
+    """``sum(a * b)``: the product in the operands' dtype, accumulated in float64."""
     return (a * b).sum(dtype=__import__("torch").float64)
 
 
-def previous_kinetic(prev: StepTerms | None, fresh: bool) -> tuple[float, float]:
-    """``(K_j, c_{j-1}^2)``: zero on a fresh optimizer's first step, NaN when unknown."""
+#: elements per chunk in :func:`reduce_flat`: large enough that dispatch is small next to the
+#: work (and that a CPU kernel uses two threads), small enough that the temporaries (a product,
+#: 256 KiB in float32, and its float64 copy, 512 KiB) stay in cache and are recycled by the
+#: allocator instead of being mapped fresh, page by page, on every step
+CHUNK = 1 << 16
+
+
+def reduce_flat(
+    rows: Sequence[tuple[Any, ...]],
+    products: Callable[..., dict[str, tuple[Any, ...]]],
+    names: Sequence[str],
+    like: Any,
+    sources: dict[str, tuple[str, float]] | None = None,
+    keys: Sequence[Hashable] | None = None,
+) -> Any:
+    """A mapping's sums over a parameter group, computed on flat chunks of the whole group.
+
+    ``rows`` holds one tuple of tensors per parameter (``None`` where a tensor is not needed,
+    then in every row). The group is cut into chunks of at most :data:`CHUNK` elements, a large
+    tensor into slices (views) and consecutive small ones packed together (one copy), separately
+    for each device, dtype and ``keys[i]`` (Adam's step count). ``products(key, *columns)``
+    evaluates the mapping's element-wise formulas on one chunk and returns the named pairs
+    ``{product: (a, b)}`` or ``{product: (a, b, weight)}`` to sum (a chunk may omit a product;
+    ``weight`` is a per-chunk Python factor, e.g. a bias correction of that step count). The
+    element-wise values are exactly those of a per-parameter computation, so only the order of
+    the float64 additions changes; each sum is :func:`dot`'s, over the whole group.
+
+    Sum ``name`` is ``w * sum(a * b)`` of product ``p`` where ``sources[name] = (p, w)``, else the
+    sum of the product called ``name``, else 0. Returns them in the order of ``names`` as one
+    float64 tensor on the device of the first chunk (``like``'s if there is none), without a
+    host sync. The columns may be views of optimizer state: ``products`` must never write to
+    them.
+    """
+    import torch
+
+    partial: dict[str, list[Any]] = {}  # per product, every chunk's (weighted) sum
+    for key, cols in _chunks(rows, keys):
+        for name, pair in products(key, *cols).items():
+            term = dot(pair[0], pair[1])
+            if len(pair) == 3 and pair[2] != 1.0:
+                term = pair[2] * term
+            partial.setdefault(name, []).append(term)
+    first = next((v[0] for v in partial.values()), None)
+    device = first.device if first is not None else like.device
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    totals = {
+        name: (torch.stack([t.to(device) for t in v]).sum() if len(v) > 1 else v[0].to(device))
+        for name, v in partial.items()
+    }
+    out = []
+    for name in names:
+        product, weight = (sources or {}).get(name, (name, 1.0))
+        total = totals.get(product)
+        if total is None:
+            out.append(zero)
+        else:
+            out.append(total if weight == 1.0 else weight * total)
+    return torch.stack(out)
+
+
+def _chunks(
+    rows: Sequence[tuple[Any, ...]], keys: Sequence[Hashable] | None
+) -> Iterator[tuple[Hashable, list[Any]]]:
+    """``(key, columns)`` for each chunk of at most :data:`CHUNK` elements (:func:`reduce_flat`)."""
+    runs: dict[tuple[Any, Any, Hashable], list[tuple[Any, ...]]] = {}
+    for i, row in enumerate(rows):
+        first = next(t for t in row if t is not None)
+        runs.setdefault((first.device, first.dtype, None if keys is None else keys[i]), []).append(row)
+    for (_, _, key), run in runs.items():
+        pending: list[list[Any]] = []
+        filled = 0
+        for row in run:
+            flat = [None if t is None else t.reshape(-1) for t in row]
+            n = next(t for t in flat if t is not None).numel()
+            if n >= CHUNK:  # a large tensor: chunks that are views of it
+                for start in range(0, n, CHUNK):
+                    yield key, [None if t is None else t[start : start + CHUNK] for t in flat]
+                continue
+            if pending and filled + n > CHUNK:
+                yield key, _pack(pending)
+                pending, filled = [], 0
+            pending.append(flat)
+            filled += n
+        if pending:
+            yield key, _pack(pending)
+
+
+def _pack(flats: list[list[Any]]) -> list[Any]:
+    """The columns of several small tensors' rows, concatenated."""
+    import torch
+
+    if len(flats) == 1:
+        return flats[0]
+    return [None if col[0] is None else torch.cat(col) for col in zip(*flats, strict=True)]
+
+
+def prior(prev: StepTerms | None, fresh: bool, lr: float) -> tuple[float, float]:
+    """``(K_j, K~_old)``: the previous kinetic energy and the previous momentum at this step's
+    scale in the old metric (``lr * prev.forward``); zero on a fresh optimizer's first step, NaN
+    when unknown."""
     if prev is not None:
-        return prev.kinetic, prev.scale
-    return (0.0, math.nan) if fresh else (math.nan, math.nan)
+        return prev.kinetic, lr * prev.forward
+    return (0.0, 0.0) if fresh else (math.nan, math.nan)
 
 
-def momentum_terms(
-    k_prev: float, scale_prev: float, scale: float, mu: float, k_tilde: float | None
-) -> tuple[float, float, float]:
-    """``(schedule, metric, friction)`` for momentum ``mu``.
+def momentum_terms(k_prev: float, k_old: float, k_new: float, mu: float) -> tuple[float, float, float]:
+    """``(schedule, metric, friction)`` of a momentum step.
 
-    ``k_tilde`` is ``K~_j(M_j)``, the rescaled previous kinetic energy in the new metric (``None``
-    when the metric does not change: then it equals ``r^2 K_j``). With ``mu = 0`` all of ``K_j``
-    is discarded: ``friction = -K_j``.
+    ``schedule = K~_old - K_j`` (rescaling the carried momentum to the new step size),
+    ``metric = K~_new - K~_old`` (changing the metric under it) and
+    ``friction = -(1 - mu^2) K~_new``. With ``mu = 0`` all of ``K_j`` is discarded:
+    ``friction = -K_j``.
     """
     if mu == 0.0:
         return 0.0, 0.0, -k_prev
-    if k_prev == 0.0:  # first step of a fresh optimizer: nothing to rescale or damp
-        r2k = 0.0
-        schedule = 0.0
-    else:
-        r2 = scale / scale_prev
-        r2k = r2 * k_prev
-        schedule = r2k - k_prev
-    kt = r2k if k_tilde is None else k_tilde
-    return schedule, kt - r2k, -(1.0 - mu * mu) * kt
+    return k_old - k_prev, k_new - k_old, -(1.0 - mu * mu) * k_new
 
 
 MAPPINGS: dict[type, Mapping] = {}

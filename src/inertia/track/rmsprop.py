@@ -9,11 +9,12 @@ Mapping. The buffer is already preconditioned, so it is a *velocity*: ``v_{j+1} 
 ``dt_j = sqrt(eta_j)``, ``v_{j+1} = mu r v_j - dt_j M_j^{-1} g_j`` (``r = dt_j / dt_{j-1}``) and
 ``theta_{j+1} = theta_j + dt_j v_{j+1}``: heavy ball in the metric ``M_j``, with
 ``K_{j+1} = 1/2 v^T M_j v = eta_j/2 sum M_j b_j^2``. Since the velocity is what is carried, the
-metric term has THEORY.md's velocity form. With ``K~ = eta_j/2 sum M_j b_{j-1}^2``::
+metric term has THEORY.md's velocity form. With ``K~_old = eta_j/2 sum M_{j-1} b_{j-1}^2``
+(carried from the previous step) and ``K~_new = eta_j/2 sum M_j b_{j-1}^2``::
 
-    schedule  = (r^2 - 1) K_j
-    metric    = K~ - r^2 K_j = 1/2 (r v_j)^T (M_j - M_{j-1}) (r v_j)
-    friction  = -(1 - mu^2) K~
+    schedule  = K~_old - K_j = (r^2 - 1) K_j
+    metric    = K~_new - K~_old = 1/2 (r v_j)^T (M_j - M_{j-1}) (r v_j)
+    friction  = -(1 - mu^2) K~_new
     numerical = -eta_j/2 sum g_j^2 / M_j
 
 Without momentum ``friction = -K_j`` and ``K_{j+1} = eta/2 sum g_j^2 / M_j``.
@@ -29,14 +30,15 @@ import math
 from typing import Any
 
 from inertia.track.mapping import (
+    NO_PRESTEP,
     Mapping,
+    PreStep,
     StepTerms,
-    dot,
     hyper,
     momentum_terms,
     params_with_grad,
-    previous_kinetic,
-    stack_sums,
+    prior,
+    reduce_flat,
 )
 
 __all__ = ["RMSpropMapping"]
@@ -58,51 +60,59 @@ class RMSpropMapping(Mapping):
             "maximize": float(bool(group.get("maximize", False))),
         }
 
-    def reduce(self, group: dict[str, Any], state: Any) -> Any:
+    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
         hp = self.snapshot(group, state)
         lr, eps, wd, mu = hp["lr"], hp["eps"], hp["weight_decay"], hp["momentum"]
         centered, maximize = bool(hp["centered"]), bool(hp["maximize"])
-        acc: list[Any] = [0.0] * len(self.names)
+        rows: list[tuple[Any, ...]] = []
         ref = None
         for p, grad, st in params_with_grad(group, state):
             ref = p
+            if "square_avg" not in st:
+                continue
+            a = st["grad_avg"] if centered else None
+            b = st["momentum_buffer"] if mu != 0.0 else None
+            rows.append((grad, st["square_avg"], a, b, p if wd else None))
+        if ref is None:
+            ref = group["params"][0]
+
+        def products(_: Any, grad: Any, s: Any, a: Any, b: Any, p: Any) -> dict[str, tuple[Any, Any]]:
             raw = -grad if maximize else grad
-            s = st["square_avg"]
-            if centered:
-                a = st["grad_avg"]
+            if a is not None:
                 s = s - a * a
             metric = s.sqrt() + eps
             if mu != 0.0:
-                b = st["momentum_buffer"]
-                theta0 = p + lr * b
+                theta0: Any = p + lr * b if wd else None
                 g = raw + wd * theta0 if wd else raw
-                b_prev = (b - g / metric) / mu
-                kin = dot(b, metric * b)
-                kt = dot(b_prev, metric * b_prev)
-                gd = -lr * dot(g, b)
+                g_over = g / metric
+                b_prev = (b - g_over) / mu
+                pairs = {
+                    "kin": (b, metric * b),
+                    "kt": (b_prev, metric * b_prev),
+                    "gg": (g, g_over),
+                    "gd": (g, b),
+                }
             else:
                 g = (raw + wd * p) / (1.0 - wd * lr / metric) if wd else raw
-                theta0 = p + lr * g / metric
-                kin = dot(g, g / metric)
-                kt = 0.0
-                gd = -lr * kin
-            parts = [kin, kt, dot(g, g / metric), gd]
-            parts += [dot(theta0, theta0), dot(p, p)] if wd else [0.0, 0.0]
-            acc = [x + y for x, y in zip(acc, parts, strict=True)]
-        if ref is None:
-            ref = group["params"][0]
-        return stack_sums(acc, ref)
+                theta0 = p + lr * g / metric if wd else None
+                pairs = {"gg": (g, g / metric)}
+            if wd:
+                pairs.update(th0=(theta0, theta0), th1=(p, p))
+            return pairs
+
+        # without momentum kin = gg and gd = -lr kin: one product
+        sources = {"gd": ("gd", -lr)} if mu != 0.0 else {"kin": ("gg", 1.0), "gd": ("gg", -lr)}
+        return reduce_flat(rows, products, self.names, ref, sources)
 
     def assemble(
         self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool
     ) -> StepTerms:
         lr, wd, mu = hp["lr"], hp["weight_decay"], hp["momentum"]
-        k_prev, c2_prev = previous_kinetic(prev, fresh)
-        k_tilde = 0.5 * lr * sums["kt"] if mu != 0.0 else None
-        schedule, metric, friction = momentum_terms(k_prev, c2_prev, lr, mu, k_tilde)
+        k_prev, k_old = prior(prev, fresh, lr)
+        schedule, metric, friction = momentum_terms(k_prev, k_old, 0.5 * lr * sums["kt"], mu)
         return StepTerms(
             kinetic=0.5 * lr * sums["kin"],
-            scale=lr,
+            forward=0.5 * sums["kin"] if mu != 0.0 else 0.0,
             schedule=schedule,
             metric=metric,
             friction=friction,

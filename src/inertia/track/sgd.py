@@ -12,15 +12,16 @@ Heavy ball (``nesterov=False``). With ``c_j^2 = eta_j / (1 - tau)`` and
 ``v_{j+1} = mu r v_j - dt_j g_j`` (``r = c_j / c_{j-1}``) and
 ``theta_{j+1} = theta_j + dt_j v_{j+1}``: the conformal symplectic Euler step of the dynamics
 with ``gamma = -ln(mu) / dt``. For ``tau = 0`` this is ``v = -sqrt(eta) b``, ``dt = sqrt(eta)``.
-``K_{j+1} = c_j^2/2 ||b_j||^2`` and, exactly::
+``K_{j+1} = c_j^2/2 ||b_j||^2`` and, with ``K~ = c_j^2/2 ||b_{j-1}||^2 = r^2 K_j`` (taken from the
+buffer, so a warm-up from ``lr = 0`` is booked correctly), exactly::
 
-    schedule  = (r^2 - 1) K_j
-    friction  = -(1 - mu^2) r^2 K_j
+    schedule  = K~ - K_j = (r^2 - 1) K_j
+    friction  = -(1 - mu^2) K~
     numerical = -dt_j^2/2 ||g_j||^2
 
-On the first step PyTorch sets ``b_0 = g_0`` rather than ``(1 - tau) g_0``, so there (with
-``K_0 = 0``) ``numerical = (c^2/2 - eta) ||g_0||^2`` (equal to ``-dt^2/2 ||g_0||^2`` when
-``tau = 0``).
+On a parameter's first step PyTorch sets ``b_0 = g_0`` rather than ``(1 - tau) g_0``, so for
+those parameters (also when one is unfrozen mid-run) ``numerical = (c^2/2 - eta) ||g_0||^2``
+(equal to ``-dt^2/2 ||g_0||^2`` when ``tau = 0``).
 
 Nesterov (``tau = 0``). The velocity is still the buffer's, ``v_{j+1} = -sqrt(eta_j) b_j``, which
 obeys the same recursion, but the iterate moves by
@@ -28,6 +29,9 @@ obeys the same recursion, but the iterate moves by
 friction terms and the scheme's dissipation::
 
     numerical = -eta_j (1 + 2 mu)/2 ||g_j||^2 + eta_j mu (1 - mu) <b_{j-1}, g_j>
+
+PyTorch's foreach Nesterov step (without weight decay or maximize) adds ``mu b_j`` to ``.grad``
+in place; the tracker notices the changed version counter and uses ``.grad - mu b_j``.
 
 No momentum (``mu = 0``): ``v_{j+1} = -sqrt(eta) g_j``, ``friction = -K_j`` (all of it),
 ``numerical = -eta/2 ||g_j||^2``.
@@ -43,14 +47,15 @@ import math
 from typing import Any
 
 from inertia.track.mapping import (
+    NO_PRESTEP,
     Mapping,
+    PreStep,
     StepTerms,
-    dot,
     hyper,
     momentum_terms,
     params_with_grad,
-    previous_kinetic,
-    stack_sums,
+    prior,
+    reduce_flat,
 )
 
 __all__ = ["SGDMapping"]
@@ -59,7 +64,7 @@ __all__ = ["SGDMapping"]
 class SGDMapping(Mapping):
     """``torch.optim.SGD``: momentum, dampening, Nesterov, weight decay, maximize."""
 
-    names = ("kin", "gg", "gd", "bg", "th0", "th1")
+    names = ("kin", "gg", "ggf", "gd", "bg", "th0", "th1")
 
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         return {
@@ -71,63 +76,78 @@ class SGDMapping(Mapping):
             "maximize": float(bool(group.get("maximize", False))),
         }
 
-    def reduce(self, group: dict[str, Any], state: Any) -> Any:
+    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
         hp = self.snapshot(group, state)
         lr, mu, tau, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
         nesterov, maximize = bool(hp["nesterov"]), bool(hp["maximize"])
-        acc: list[Any] = [0.0] * len(self.names)
+        rows: list[tuple[Any, ...]] = []
+        keys: list[tuple[bool, bool]] = []
         ref = None
         for p, grad, st in params_with_grad(group, state):
             ref = p
-            raw = -grad if maximize else grad
             b = st.get("momentum_buffer") if mu != 0.0 else None
             if mu != 0.0 and b is None:
                 continue
-            if mu != 0.0 and not nesterov:
-                d = b
-                theta0 = p + lr * b
-                g = raw + wd * theta0 if wd else raw
-            else:
-                shift = p + (lr * mu) * b if (nesterov and b is not None) else p
-                g = (raw + wd * shift) / (1.0 - wd * lr) if wd else raw
-                d = g + mu * b if (nesterov and b is not None) else g
-                theta0 = p + lr * d
-            kin_vec = b if mu != 0.0 else g
-            parts = [dot(kin_vec, kin_vec), dot(g, g), -lr * dot(g, d)]
-            if nesterov and mu != 0.0:
-                parts.append(dot((b - (1.0 - tau) * g) / mu, g))
-            else:
-                parts.append(0.0)
-            parts += [dot(theta0, theta0), dot(p, p)] if wd else [0.0, 0.0]
-            acc = [a + x for a, x in zip(acc, parts, strict=True)]
+            rows.append((grad, b, p if wd else None))
+            # (first step of this parameter, gradient overwritten in place by the step)
+            keys.append((id(p) in pre.new, id(p) in pre.mutated))
         if ref is None:
             ref = group["params"][0]
-        return stack_sums(acc, ref)
+        heavy = mu != 0.0 and not nesterov
+        nest = nesterov and mu != 0.0
+
+        def products(key: tuple[bool, bool], grad: Any, b: Any, p: Any) -> dict[str, tuple[Any, ...]]:
+            first, mutated = key
+            if mutated:  # foreach Nesterov left grad + mu * buf in .grad (no wd, no maximize)
+                grad = grad - mu * b
+            raw = -grad if maximize else grad
+            if heavy:
+                d = b
+                theta0: Any = p + lr * b if wd else None
+                g = raw + wd * theta0 if wd else raw
+            else:
+                if wd:
+                    shift = p + (lr * mu) * b if nest else p
+                    g = (raw + wd * shift) / (1.0 - wd * lr)
+                else:
+                    g = raw
+                d = g + mu * b if nest else g
+                theta0 = p + lr * d if wd else None
+            pairs: dict[str, tuple[Any, ...]] = {"gg": (g, g)}
+            if mu != 0.0:
+                pairs.update(kin=(b, b), gd=(g, d))
+            if first and heavy and tau:
+                pairs["ggf"] = (g, g)
+            if nest and not first:  # b_{j-1} = (b_j - g_j) / mu; zero on a first step
+                pairs["bg"] = ((b - g) / mu, g)
+            if wd:
+                pairs.update(th0=(theta0, theta0), th1=(p, p))
+            return pairs
+
+        # without momentum the kinetic vector and d are g: kin = gg and gd = -lr gg
+        sources = {"gd": ("gd", -lr)} if mu != 0.0 else {"kin": ("gg", 1.0), "gd": ("gg", -lr)}
+        return reduce_flat(rows, products, self.names, ref, sources, keys)
 
     def assemble(
         self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool
     ) -> StepTerms:
         lr, mu, tau, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
         nesterov = bool(hp["nesterov"])
-        if mu != 0.0:
-            c2, h2 = lr / (1.0 - tau), lr * (1.0 - tau)
-        else:
-            c2, h2 = lr, lr
-        k_prev, c2_prev = previous_kinetic(prev, fresh)
-        first = prev is None and fresh
-        schedule, metric, friction = momentum_terms(k_prev, c2_prev, c2, mu, None)
+        inv = 1.0 / (1.0 - tau) if mu != 0.0 else 1.0  # c^2 = lr * inv
+        h2 = lr * (1.0 - tau) if mu != 0.0 else lr
+        k_prev, k_old = prior(prev, fresh, lr)
+        schedule, metric, friction = momentum_terms(k_prev, k_old, k_old, mu)
         gg = sums["gg"]
         if mu == 0.0:
-            numerical = -0.5 * h2 * gg
+            numerical = -0.5 * lr * gg
         elif nesterov:
             numerical = -0.5 * lr * (1.0 + 2.0 * mu) * gg + lr * mu * (1.0 - mu) * sums["bg"]
-        elif first:
-            numerical = (0.5 * c2 - lr) * gg
-        else:
-            numerical = -0.5 * h2 * gg
+        else:  # parameters on their first step had b_0 = g_0: (c^2/2 - lr) |g|^2 there
+            numerical = -0.5 * h2 * gg + (0.5 * lr * inv - lr + 0.5 * h2) * sums["ggf"]
+        kin = sums["kin"] if mu != 0.0 else sums["gg"]
         return StepTerms(
-            kinetic=0.5 * c2 * sums["kin"],
-            scale=c2,
+            kinetic=0.5 * lr * inv * kin,
+            forward=0.5 * inv * kin if mu != 0.0 else 0.0,
             schedule=schedule,
             metric=metric,
             friction=friction,

@@ -53,7 +53,7 @@ from inertia.track.distributed import (
     reduce_vector,
     unpack_hparams,
 )
-from inertia.track.mapping import StepTerms, mapping_for
+from inertia.track.mapping import PreStep, StepTerms, mapping_for
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 
@@ -157,6 +157,7 @@ class InertiaTracker:
         sinks: Iterable[Sink] = (),
         layout: str = "auto",
         process_group: Any = None,
+        fresh: bool | None = None,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
@@ -189,14 +190,22 @@ class InertiaTracker:
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
         self.sinks = list(sinks) if self._is_writer() else []
-        self.fresh = len(local.state) == 0
+        if fresh is not None and not isinstance(fresh, bool):
+            raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
+        # an optimizer with no state has not stepped yet, except one that keeps none (SGD
+        # without momentum): attaching to that mid-run needs fresh=False
+        self.fresh = len(local.state) == 0 if fresh is None else fresh
         self.stopped = False
+        self._warned_nonfinite = False
+        self._pre = PreStep()
+        self._versions: dict[int, int] = {}
         self.rows: list[dict[str, Any]] = []
         self._n_steps = 0
         self._n_records = 0
         self._hooks: dict[int, _Hook] = {}
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
+        self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -215,6 +224,23 @@ class InertiaTracker:
     def _hook_needed(self, j: int) -> bool:
         return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
 
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # Python bookkeeping only: which parameters take their first step, and the version
+        # counters of the gradients (a step that writes into .grad bumps them)
+        if self.stopped or not self._hook_needed(self._n_steps):
+            return
+        state = self._local.state
+        self._versions = {}
+        new = []
+        for group in self._local.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                self._versions[id(p)] = p.grad._version
+                if p not in state or not state[p]:
+                    new.append(id(p))
+        self._pre = PreStep(new=frozenset(new))
+
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         j = self._n_steps
         self._n_steps += 1
@@ -223,6 +249,14 @@ class InertiaTracker:
         import torch
 
         sharded = self.layout == "sharded"
+        mutated = frozenset(
+            i
+            for group in self._local.param_groups
+            for p in group["params"]
+            if p.grad is not None and (i := id(p)) in self._versions and p.grad._version != self._versions[i]
+        )
+        pre = PreStep(new=self._pre.new, mutated=mutated)
+        self._pre, self._versions = PreStep(), {}
         hps, parts = [], []
         with torch.no_grad():
             for group in self._local.param_groups:
@@ -230,7 +264,7 @@ class InertiaTracker:
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
                 hps.append(self.mapping.snapshot(view, state))
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
-                parts.append(self.mapping.reduce(view, state) if view["params"] else None)
+                parts.append(self.mapping.reduce(view, state, pre) if view["params"] else None)
         device = next((s.device for s in parts if s is not None), None)
         width = len(self.mapping.names)
         sums = [torch.zeros(width, dtype=torch.float64, device=device) if s is None else s for s in parts]
@@ -303,6 +337,7 @@ class InertiaTracker:
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory)."""
         self._handle.remove()
+        self._pre_handle.remove()
         for sink in self.sinks:
             sink.close()
 
@@ -331,8 +366,9 @@ class InertiaTracker:
         if self.nan_policy == "stop":
             self.stopped = True
             log.warning("%s: tracking stopped (nan_policy='stop')", msg)
-        else:
-            log.warning("%s: flagged", msg)
+        elif not self._warned_nonfinite:  # 'flag': once; the rows carry finite=False
+            log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
+        self._warned_nonfinite = True
 
     def _merge_hparams(self, vec: list[float], n_loss: int, hook_steps: list[int]) -> list[float]:
         """Sharded layout: fill each hook's unknown hyper-parameters from the all-reduced block
@@ -424,7 +460,10 @@ class InertiaTracker:
             delta = (kinetic + v_k) - (k_prev + v_prev)
             explained = sum(ledger.values()) + curvature + (noise if exact else 0.0)
             t0 = terms[0]
-            gamma = -math.log(t0.momentum) / t0.dt if t0.momentum > 0 else math.inf
+            if t0.dt == 0.0:  # lr = 0 (e.g. a warm-up): time does not advance, gamma undefined
+                gamma = math.nan
+            else:
+                gamma = -math.log(t0.momentum) / t0.dt if t0.momentum > 0 else math.inf
             row.update(
                 lr=t0.lr,
                 dt=t0.dt,

@@ -1,0 +1,322 @@
+"""Per-step cost of :class:`inertia.track.InertiaTracker` on a CPU training loop (issue 3, section 5).
+
+An MLP (784-512-512-10, ReLU, batch 128, cross entropy, ``torch.optim.SGD`` with momentum 0.9) is
+trained on synthetic data (nothing is downloaded) in five variants, each with its own copy of the
+same initial model:
+
+* ``base``: the plain step (``zero_grad``, forward, backward, ``step``);
+* ``base_forward``: the plain step plus one extra forward (and loss) under ``no_grad`` on the
+  same batch: what "one extra forward pass" costs, measured rather than assumed;
+* ``cheap_every1`` / ``cheap_every10``: the tracker in ``"cheap"`` mode recording every step /
+  every 10th step;
+* ``exact_every1``: ``"exact"`` mode recording every step (its closure is that extra forward).
+
+After a warm-up, the variants run in interleaved blocks of ``--steps`` steps (the order rotates
+from block to block), so that drift and contention from other processes hit all of them alike.
+Each block gives one per-step time (block time / steps). Reported per variant: median and
+interquartile range over blocks, in ms per step. The overheads are the issue's definitions on the
+medians::
+
+    overhead_cheap            = t_cheap / t_base - 1                 goal: <= 0.01
+    exact_overhead_vs_forward = (t_exact - t_base) / t_forward       goal: <= 1
+    t_forward                 = t_base_forward - t_base
+
+and, as a measure of their spread, the same ratios per block (each variant against the baseline
+of its own block): median and quartiles. A goal is ``met`` when the median overhead is within it,
+``not met`` otherwise, and the verdict line says ``(within noise)`` when the per-block interquartile
+range straddles the goal.
+
+To say where the overhead goes, ``breakdown`` gives per variant the time of ``optimizer.step()``
+(in which the tracker's step hook sums the optimizer state) and of ``tracker.record`` (in exact
+mode with its closure's forward), median and mean per step, and ``reduce_ms``: the tracker's
+``Mapping.reduce`` alone on the trained state, without the training step around it.
+
+The JSON document goes to stdout (and to ``--out``); the verdict lines go to stderr. Run
+``make bench`` or ``python benchmarks/tracker_overhead.py --help``; the test suite runs it on a tiny
+size and checks only the keys (performance is not a unit test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from inertia.track import InertiaTracker
+
+VARIANTS = ("base", "base_forward", "cheap_every1", "cheap_every10", "exact_every1")
+CHEAP_GOAL = 0.01
+EXACT_GOAL = 1.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--inputs", type=int, default=784, help="input width (default 784)")
+    p.add_argument("--hidden", type=int, default=512, help="width of both hidden layers (default 512)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--batches", type=int, default=8, help="distinct synthetic batches, cycled (default 8)")
+    p.add_argument("--blocks", type=int, default=40, help="interleaved blocks per variant (default 40)")
+    p.add_argument("--steps", type=int, default=20, help="steps per block, a multiple of 10 (default 20)")
+    p.add_argument("--warmup", type=int, default=20, help="warm-up steps per variant (default 20)")
+    p.add_argument("--reps", type=int, default=200, help="repetitions of the component timings (default 200)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: as the machine gives)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the initial model")
+    p.add_argument("--out", default=None, help="also write the JSON document to this file")
+    args = p.parse_args(argv)
+    for name in ("inputs", "hidden", "classes", "batch", "batches", "blocks", "steps", "reps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.steps % 10:
+        p.error(f"--steps must be a multiple of 10 (cheap_every10 records every 10th), got {args.steps}")
+    if args.warmup < 0 or args.threads < 0:
+        p.error("--warmup and --threads must be >= 0")
+    return args
+
+
+def make_model(args: argparse.Namespace) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Linear(args.inputs, args.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(args.hidden, args.hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(args.hidden, args.classes),
+    )
+
+
+class Variant:
+    """One model, optimizer and (optionally) tracker, stepping through the shared batches.
+
+    Besides the block time, each step times its ``optimizer.step()`` (where the tracker's step
+    hook runs) and its ``tracker.record`` call, to say where a tracked step's extra time goes.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        init: dict[str, torch.Tensor],
+        data: list[tuple[torch.Tensor, torch.Tensor]],
+        args: argparse.Namespace,
+    ) -> None:
+        self.name = name
+        self.model = make_model(args)
+        self.model.load_state_dict(init)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum)
+        self.data = data
+        self.i = 0
+        self.extra_forward = name == "base_forward"
+        self.tracker: InertiaTracker | None = None
+        if name.startswith(("cheap", "exact")):
+            mode, every = name.split("_every")
+            self.tracker = InertiaTracker(self.opt, mode=mode, every=int(every))
+        self.t_step: list[float] = []  # optimizer.step() per step (the tracker's hook included)
+        self.t_record: list[float] = []  # tracker.record() per step (0 without a tracker)
+
+    def step(self) -> None:
+        x, y = self.data[self.i % len(self.data)]
+        self.i += 1
+        self.opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(self.model(x), y)
+        loss.backward()
+        t0 = time.perf_counter()
+        self.opt.step()
+        t1 = time.perf_counter()
+        if self.extra_forward:
+            with torch.no_grad():
+                torch.nn.functional.cross_entropy(self.model(x), y)
+        elif self.tracker is not None:
+
+            def closure() -> torch.Tensor:  # used in mode="exact" only
+                return torch.nn.functional.cross_entropy(self.model(x), y)
+
+            self.tracker.record(loss, closure if self.tracker.mode == "exact" else None)
+        t2 = time.perf_counter()
+        self.t_step.append(t1 - t0)
+        self.t_record.append(t2 - t1 if self.tracker is not None else 0.0)
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.step()
+        return time.perf_counter() - t0
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    """Median and quartiles of the finite values (inclusive method; NaN when there are none)."""
+    xs = [x for x in xs if math.isfinite(x)]
+    if not xs:
+        q1 = med = q3 = math.nan
+    elif len(xs) == 1:
+        q1 = med = q3 = xs[0]
+    else:
+        q1, med, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return {"median": med, "q25": q1, "q75": q3, "iqr": q3 - q1, "n": len(xs)}
+
+
+def time_reduce(variant: Variant, reps: int) -> float:
+    """Median time (ms) of ``Mapping.reduce`` over all parameter groups on ``variant``'s current
+    state: the work of the tracker's step hook, without the training step around it."""
+    tracker, opt = variant.tracker, variant.opt
+    assert tracker is not None
+    ts = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            torch.cat([tracker.mapping.reduce(g, opt.state) for g in opt.param_groups])
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts[1:])
+
+
+def verdict(label: str, value: float, goal: float, spread: dict[str, float], percent: bool) -> dict[str, Any]:
+    if not math.isfinite(value):
+        text = f"{label}: not measurable (the extra forward pass took no measurable time), goal <= {goal:g}"
+        return {"value": value, "goal": goal, "met": None, "within_noise": None, "verdict": text}
+    met = value <= goal
+    noisy = spread["q25"] <= goal <= spread["q75"]
+
+    def fmt(x: float) -> str:
+        return f"{100 * x:.2f}%" if percent else f"{x:.3f}"
+
+    text = (
+        f"{label}: {fmt(value)} (per-block IQR {fmt(spread['q25'])} .. {fmt(spread['q75'])}), "
+        f"goal <= {fmt(goal)}: {'met' if met else 'NOT met'}{' (within noise)' if noisy else ''}"
+    )
+    return {"value": value, "goal": goal, "met": met, "within_noise": noisy, "verdict": text}
+
+
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by ``None`` (strict JSON has no NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    data = [
+        (
+            torch.randn(args.batch, args.inputs, generator=gen),
+            torch.randint(0, args.classes, (args.batch,), generator=gen),
+        )
+        for _ in range(args.batches)
+    ]
+    init = {k: v.clone() for k, v in make_model(args).state_dict().items()}
+    variants = [Variant(name, init, data, args) for name in VARIANTS]
+    load_before = os.getloadavg()
+
+    for v in variants:
+        v.run(args.warmup)
+        v.t_step.clear()
+        v.t_record.clear()
+    per_step: dict[str, list[float]] = {v.name: [] for v in variants}
+    t_start = time.perf_counter()
+    for b in range(args.blocks):
+        order = variants[b % len(variants) :] + variants[: b % len(variants)]
+        for v in order:
+            per_step[v.name].append(v.run(args.steps) / args.steps)
+    wall_s = time.perf_counter() - t_start
+    load_after = os.getloadavg()
+
+    ms = {name: quantiles([1e3 * t for t in ts]) for name, ts in per_step.items()}
+    med = {name: s["median"] for name, s in ms.items()}
+    t_forward = med["base_forward"] - med["base"]
+    base = per_step["base"]
+    fwd_blocks = [f - b for f, b in zip(per_step["base_forward"], base, strict=True)]
+    paired = {
+        "overhead_cheap": quantiles([c / b - 1 for c, b in zip(per_step["cheap_every1"], base, strict=True)]),
+        "overhead_cheap_every10": quantiles(
+            [c / b - 1 for c, b in zip(per_step["cheap_every10"], base, strict=True)]
+        ),
+        "overhead_exact": quantiles([c / b - 1 for c, b in zip(per_step["exact_every1"], base, strict=True)]),
+        "forward_over_base": quantiles([f / b for f, b in zip(fwd_blocks, base, strict=True)]),
+        # per block: (t_exact - t_base) / t_forward, both differences from the same block
+        "exact_overhead_vs_forward": quantiles(
+            [
+                (e - b) / f if f > 0 else math.nan
+                for e, b, f in zip(per_step["exact_every1"], base, fwd_blocks, strict=True)
+            ]
+        ),
+    }
+    overhead_cheap = med["cheap_every1"] / med["base"] - 1
+    exact_vs_forward = (med["exact_every1"] - med["base"]) / t_forward if t_forward > 0 else math.nan
+    breakdown: dict[str, Any] = {
+        v.name: {
+            f"{part}_ms": {"median": 1e3 * statistics.median(ts), "mean": 1e3 * statistics.fmean(ts)}
+            for part, ts in (("optimizer_step", v.t_step), ("record", v.t_record))
+        }
+        for v in variants
+    }
+    breakdown["reduce_ms"] = time_reduce(variants[VARIANTS.index("cheap_every1")], args.reps)
+    goals = {
+        "cheap_every1": verdict(
+            "cheap mode, every step: overhead", overhead_cheap, CHEAP_GOAL, paired["overhead_cheap"], True
+        ),
+        "exact_every1": verdict(
+            "exact mode, every step: overhead / one forward",
+            exact_vs_forward,
+            EXACT_GOAL,
+            paired["exact_overhead_vs_forward"],
+            False,
+        ),
+    }
+    result = {
+        "benchmark": "tracker_overhead",
+        "config": {
+            "layers": [args.inputs, args.hidden, args.hidden, args.classes],
+            "batch": args.batch,
+            "optimizer": f"SGD(lr={args.lr}, momentum={args.momentum})",
+            "dtype": "float32",
+            "device": "cpu",
+            "blocks": args.blocks,
+            "steps_per_block": args.steps,
+            "warmup": args.warmup,
+            "seed": args.seed,
+        },
+        "machine": {
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(load_after),
+            "wall_s": wall_s,
+        },
+        "ms_per_step": ms,
+        "t_base_ms": med["base"],
+        "t_forward_ms": t_forward,
+        "overhead_cheap": overhead_cheap,
+        "overhead_cheap_every10": med["cheap_every10"] / med["base"] - 1,
+        "overhead_exact": med["exact_every1"] / med["base"] - 1,
+        "exact_overhead_vs_forward": exact_vs_forward,
+        "paired_per_block": paired,
+        "breakdown": breakdown,
+        "goals": goals,
+    }
+    text = json.dumps(finite_or_null(result), indent=2, allow_nan=False)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    for g in goals.values():
+        print(g["verdict"], file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

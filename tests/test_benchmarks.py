@@ -1,0 +1,92 @@
+"""The benchmark scripts run end to end on a tiny size and print the documented JSON.
+
+Performance is not a unit test (TESTING.md): nothing here looks at a timing, only at the shape of
+the output, so that ``make bench`` cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["--inputs", "6", "--hidden", "5", "--classes", "3", "--batch", "4", "--batches", "2"]
+TINY += ["--blocks", "3", "--steps", "10", "--warmup", "2", "--reps", "2", "--threads", "1"]
+VARIANTS = ("base", "base_forward", "cheap_every1", "cheap_every10", "exact_every1")
+RATIOS = ("overhead_cheap", "overhead_cheap_every10", "overhead_exact", "exact_overhead_vs_forward")
+
+
+@pytest.fixture(scope="module")
+def tracker_overhead(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "tracker_overhead.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tracker_overhead.py"), *TINY, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return _strict_json(proc.stdout), _strict_json(out.read_text()), proc.stderr
+
+
+def _strict_json(text: str) -> dict:
+    """Parse ``text``, failing on ``NaN``/``Infinity`` (not JSON; the script writes null)."""
+
+    def reject(constant: str) -> None:
+        pytest.fail(f"non-strict JSON constant {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_tracker_overhead_prints_the_json_it_writes_to_out(tracker_overhead: tuple[dict, dict, str]) -> None:
+    printed, written, _ = tracker_overhead
+    assert printed == written
+
+
+def test_tracker_overhead_has_the_documented_keys(tracker_overhead: tuple[dict, dict, str]) -> None:
+    result, _, _ = tracker_overhead
+    assert result["benchmark"] == "tracker_overhead"
+    assert result["config"]["layers"] == [6, 5, 5, 3]
+    assert result["config"]["batch"] == 4
+    assert result["machine"]["torch_threads"] == 1
+    assert {"torch", "cpu_count", "loadavg_before", "loadavg_after", "wall_s"} <= set(result["machine"])
+    assert set(result["ms_per_step"]) == set(VARIANTS)
+    for stats in result["ms_per_step"].values():
+        assert {"median", "q25", "q75", "iqr", "n"} <= set(stats)
+        assert stats["n"] == 3
+    for key in ("t_base_ms", "t_forward_ms", *RATIOS):
+        assert key in result
+    for name in ("overhead_cheap", "overhead_cheap_every10", "overhead_exact", "exact_overhead_vs_forward"):
+        assert {"median", "q25", "q75"} <= set(result["paired_per_block"][name])
+    for name in VARIANTS:
+        assert {"optimizer_step_ms", "record_ms"} <= set(result["breakdown"][name])
+    assert "reduce_ms" in result["breakdown"]
+
+
+def test_tracker_overhead_states_a_verdict_per_goal(tracker_overhead: tuple[dict, dict, str]) -> None:
+    result, _, stderr = tracker_overhead
+    assert set(result["goals"]) == {"cheap_every1", "exact_every1"}
+    for goal in result["goals"].values():
+        assert {"value", "goal", "met", "within_noise", "verdict"} <= set(goal)
+        assert goal["verdict"] in stderr
+    assert result["goals"]["cheap_every1"]["goal"] == 0.01
+    assert result["goals"]["exact_every1"]["goal"] == 1.0
+
+
+def test_tracker_overhead_rejects_bad_arguments() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tracker_overhead.py"), "--steps", "15"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--steps must be a multiple of 10" in proc.stderr
