@@ -154,15 +154,27 @@ def stack_sums(values: Sequence[Any], like: Any) -> Any:
 
 
 def dot(a: Any, b: Any) -> Any:
-    """``sum(a * b)``: the product in the operands' dtype, accumulated in float64."""
-    return (a * b).sum(dtype=__import__("torch").float64)
+    """``sum(a * b)`` as a float64 scalar, in one BLAS pass (``torch.dot``) without temporaries.
+
+    Operands of the same floating dtype are reduced in that dtype (float64 state: exact to
+    rounding; float32 state: float32 accumulation within each chunk of :data:`CHUNK` elements,
+    the chunks then added in float64, an absolute error of order ``eps_32 sqrt(CHUNK) |a| |b|``,
+    far below the float32 rounding of the state itself). Otherwise both are promoted.
+    """
+    import torch
+
+    if a.dtype != b.dtype or not a.is_floating_point():
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
+    return torch.dot(a.reshape(-1), b.reshape(-1)).to(torch.float64)
 
 
 #: elements per chunk in :func:`reduce_flat`: large enough that dispatch is small next to the
-#: work (and that a CPU kernel uses two threads), small enough that the temporaries (a product,
-#: 256 KiB in float32, and its float64 copy, 512 KiB) stay in cache and are recycled by the
-#: allocator instead of being mapped fresh, page by page, on every step
-CHUNK = 1 << 16
+#: work, small enough that element-wise temporaries (1 MiB in float32) stay in cache and are
+#: recycled by the allocator instead of being mapped fresh on every step. Measured on the
+#: 784-512-512-10 benchmark (2 cores): 2^16 -> 0.53 ms, 2^17 -> 0.39 ms, 2^18 -> 0.29 ms,
+#: 2^20 -> 1.6 ms per reduce
+CHUNK = 1 << 18
 
 
 def reduce_flat(
