@@ -29,7 +29,9 @@ range straddles the goal.
 To say where the overhead goes, ``breakdown`` gives per variant the time of ``optimizer.step()``
 (in which the tracker's step hook sums the optimizer state) and of ``tracker.record`` (in exact
 mode with its closure's forward), median and mean per step, and ``reduce_ms``: the tracker's
-``Mapping.reduce`` alone on the trained state, without the training step around it.
+``Mapping.reduce`` alone on the trained state, without the training step around it, and
+``floor_ms``: one pass reading every gradient and momentum buffer once, the least memory traffic
+any tracker of this ledger pays (``floor_overhead = floor_ms / t_base``).
 
 The JSON document goes to stdout (and to ``--out``); the verdict lines go to stderr. Run
 ``make bench`` or ``python benchmarks/tracker_overhead.py --help``; the test suite runs it on a tiny
@@ -176,6 +178,27 @@ def time_reduce(variant: Variant, reps: int) -> float:
     return 1e3 * statistics.median(ts[1:])
 
 
+def time_floor(variant: Variant, reps: int) -> float:
+    """Median time (ms) of one BLAS pass reading every gradient and momentum buffer once
+    (``sum_p <g_p, b_p>``): the memory traffic any tracker of the heavy-ball ledger must pay at
+    least, since its sums need both vectors. ``floor_ms / t_base`` bounds the cheap-mode overhead
+    from below."""
+    opt = variant.opt
+    pairs = [
+        (p.grad.reshape(-1), opt.state[p]["momentum_buffer"].reshape(-1))
+        for g in opt.param_groups
+        for p in g["params"]
+        if p.grad is not None and "momentum_buffer" in opt.state[p]
+    ]
+    ts = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            torch.stack([torch.dot(a, b) for a, b in pairs]).sum().item()
+        ts.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(ts[1:])
+
+
 def verdict(label: str, value: float, goal: float, spread: dict[str, float], percent: bool) -> dict[str, Any]:
     if not math.isfinite(value):
         text = f"{label}: not measurable (the extra forward pass took no measurable time), goal <= {goal:g}"
@@ -264,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants
     }
     breakdown["reduce_ms"] = time_reduce(variants[VARIANTS.index("cheap_every1")], args.reps)
+    breakdown["floor_ms"] = time_floor(variants[VARIANTS.index("cheap_every1")], args.reps)
+    breakdown["floor_overhead"] = breakdown["floor_ms"] / med["base"]
     goals = {
         "cheap_every1": verdict(
             "cheap mode, every step: overhead", overhead_cheap, CHEAP_GOAL, paired["overhead_cheap"], True

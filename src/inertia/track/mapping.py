@@ -140,33 +140,21 @@ class Mapping(ABC):
         """
 
 
-def stack_sums(values: Sequence[Any], like: Any) -> Any:
-    """Stack per-name sums (tensors or 0.0) into one float64 tensor on ``like``'s device."""
-    import torch
+def chunk_dot(a: Any, b: Any) -> Any:
+    """``sum(a * b)`` in one BLAS pass (``torch.dot``) without temporaries, as a 0-d tensor of
+    the operands' dtype (both are promoted to a common floating dtype first if they differ).
 
-    out = [
-        v
-        if isinstance(v, torch.Tensor)
-        else torch.full((), float(v), dtype=torch.float64, device=like.device)
-        for v in values
-    ]
-    return torch.stack([v.to(torch.float64) for v in out])
-
-
-def dot(a: Any, b: Any) -> Any:
-    """``sum(a * b)`` as a float64 scalar, in one BLAS pass (``torch.dot``) without temporaries.
-
-    Operands of the same floating dtype are reduced in that dtype (float64 state: exact to
-    rounding; float32 state: float32 accumulation within each chunk of :data:`CHUNK` elements,
-    the chunks then added in float64, an absolute error of order ``eps_32 sqrt(CHUNK) |a| |b|``,
-    far below the float32 rounding of the state itself). Otherwise both are promoted.
+    float64 state is reduced in float64 (exact to rounding); float32 state in float32 within
+    one chunk of :data:`CHUNK` elements, the chunks then added in float64 by
+    :func:`reduce_flat`: an absolute error of order ``eps_32 sqrt(CHUNK) |a| |b|``, far below
+    the float32 rounding of the state itself.
     """
     import torch
 
     if a.dtype != b.dtype or not a.is_floating_point():
         dtype = torch.promote_types(a.dtype, b.dtype)
         a, b = a.to(dtype), b.to(dtype)
-    return torch.dot(a.reshape(-1), b.reshape(-1)).to(torch.float64)
+    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
 #: elements per chunk in :func:`reduce_flat`: large enough that dispatch is small next to the
@@ -195,7 +183,7 @@ def reduce_flat(
     ``{product: (a, b)}`` or ``{product: (a, b, weight)}`` to sum (a chunk may omit a product;
     ``weight`` is a per-chunk Python factor, e.g. a bias correction of that step count). The
     element-wise values are exactly those of a per-parameter computation, so only the order of
-    the float64 additions changes; each sum is :func:`dot`'s, over the whole group.
+    the float64 additions changes; each sum is :func:`chunk_dot`'s, over the whole group.
 
     Sum ``name`` is ``w * sum(a * b)`` of product ``p`` where ``sources[name] = (p, w)``, else the
     sum of the product called ``name``, else 0. Returns them in the order of ``names`` as one
@@ -205,20 +193,29 @@ def reduce_flat(
     """
     import torch
 
-    partial: dict[str, list[Any]] = {}  # per product, every chunk's (weighted) sum
+    # per product and chunk weight: the chunks' dot products in the operands' dtype (each one a
+    # single BLAS pass); they are converted to float64 together, summed, then weighted
+    partial: dict[str, dict[float, list[Any]]] = {}
+    device = None
     for key, cols in _chunks(rows, keys):
         for name, pair in products(key, *cols).items():
-            term = dot(pair[0], pair[1])
-            if len(pair) == 3 and pair[2] != 1.0:
-                term = pair[2] * term
-            partial.setdefault(name, []).append(term)
-    first = next((v[0] for v in partial.values()), None)
-    device = first.device if first is not None else like.device
-    zero = torch.zeros((), dtype=torch.float64, device=device)
-    totals = {
-        name: (torch.stack([t.to(device) for t in v]).sum() if len(v) > 1 else v[0].to(device))
-        for name, v in partial.items()
-    }
+            term = chunk_dot(pair[0], pair[1])
+            device = device or term.device
+            weight = pair[2] if len(pair) == 3 else 1.0
+            partial.setdefault(name, {}).setdefault(weight, []).append(term)
+    device = device or like.device
+    f64 = torch.float64
+    totals: dict[str, Any] = {}
+    for name, by_weight in partial.items():
+        total = None
+        for weight, terms in by_weight.items():
+            if len({t.device for t in terms}) > 1:  # a group spread over devices
+                terms = [t.to(device) for t in terms]
+            part = torch.stack(terms).to(f64).sum()
+            part = part if weight == 1.0 else weight * part
+            total = part if total is None else total + part
+        totals[name] = total
+    zero = torch.zeros((), dtype=f64, device=device)
     out = []
     for name in names:
         product, weight = (sources or {}).get(name, (name, 1.0))
