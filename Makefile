@@ -34,10 +34,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 # Speed is measured, not tested: the tracker's per-step overhead on a CPU MLP, baseline in the
-# same run (about two minutes). JSON on stdout and in runs/bench/, one verdict line per goal.
+# same run (about two minutes), and ensemble throughput on problem B1 of issue 4 against the
+# hand-written loop of each backend and dtype, and diffrax/torchsde where `pip install .[bench]`
+# put them (3 fresh processes per variant: most of an hour on 2 cores; `--only` picks a subset).
+# JSON on stdout and in runs/bench/.
 bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/python benchmarks/tracker_overhead.py --out runs/bench/tracker_overhead.json
+	$(BIN)/python benchmarks/ensemble_b1.py --out runs/bench/ensemble_b1.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -90,3 +90,52 @@ def test_tracker_overhead_rejects_bad_arguments() -> None:
     )
     assert proc.returncode == 2
     assert "--steps must be a multiple of 10" in proc.stderr
+
+
+def test_ensemble_b1_runs_tiny_and_prints_the_documented_keys(tmp_path: Path) -> None:
+    """B1 of issue 4 on a tiny ensemble, one process per variant: the JSON has every selected
+    variant with absolute figures and ratios to the hand loop; a peer is measured or skipped with
+    the install hint, never a failure."""
+    out = tmp_path / "ensemble_b1.json"
+    only = ["numpy-float32/baoab/*", "torch-float64/euler_maruyama/*", "*/torchsde_euler_bm_dt"]
+    only += ["jax-float32/euler_maruyama/diffrax_euler"]
+    cmd = [sys.executable, str(BENCHMARKS / "ensemble_b1.py"), "--n-paths", "10", "--d", "3"]
+    cmd += ["--steps", "5", "--processes", "1", "--warmup-steps", "2", "--threads", "1", "--out", str(out)]
+    for glob in only:
+        cmd += ["--only", glob]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = _strict_json(proc.stdout)
+    assert result == _strict_json(out.read_text())
+    assert result["benchmark"] == "ensemble_b1"
+    config = result["config"]
+    assert (config["n_paths"], config["d"], config["n_steps"], config["processes"]) == (10, 3, 5, 1)
+    assert config["element_steps_per_run"] == 10 * 3 * 5
+    assert {"cpu_count", "loadavg_before", "loadavg_after", "wall_s"} <= set(result["machine"])
+    impls = ("simulate_save_end", "simulate_save_every", "hand", "hand_record")
+    ours = [f"{p}/{i}" for p in ("numpy-float32/baoab", "torch-float64/euler_maruyama") for i in impls]
+    peers = ["jax-float32/euler_maruyama/diffrax_euler", "torch-float32/euler_maruyama/torchsde_euler_bm_dt"]
+    assert list(result["variants"]) == ours + peers
+    for name in ours:
+        r = result["variants"][name]
+        assert r["status"] == "ok", r
+        rate = r["element_steps_per_s"]
+        assert {"median", "min", "max", "runs"} <= set(rate) and len(rate["runs"]) == 1
+        assert rate["min"] <= rate["median"] <= rate["max"]
+        assert {"spread", "wall_s_median", "warmup_s_median", "compile_s_median"} <= set(r)
+        assert r["baseline"] == name.rsplit("/", 1)[0] + "/hand"
+        assert r["ratio_to_hand"] > 0
+        assert 0 < r["mean_inertia_end"] < 10  # theta0 = 1, v0 = 0, d = 3: inertia(0) < 1.5
+    assert result["variants"]["numpy-float32/baoab/hand"]["ratio_to_hand"] == 1.0
+    assert result["variants"]["numpy-float32/baoab/simulate_save_every"]["ratio_to_hand_record"] > 0
+    for name in peers:
+        r = result["variants"][name]
+        if r["status"] == "skipped":
+            assert r["message"] == "skipped: not installed (pip install .[bench])"
+        else:
+            assert r["status"] == "ok", r
+            assert r["ratio_to_hand"] is None  # its hand loop is not among the selected variants
+    diffrax = result["variants"]["jax-float32/euler_maruyama/diffrax_euler"]
+    if diffrax["status"] == "ok":
+        assert diffrax["baseline"] == "numpy-float32/euler_maruyama/hand"  # not selected: no ratio
+        assert diffrax["compile_s_median"] > 0
