@@ -211,7 +211,7 @@ def reduce_flat(
         for weight, terms in by_weight.items():
             if len({t.device for t in terms}) > 1:  # a group spread over devices
                 terms = [t.to(device) for t in terms]
-            part = torch.stack(terms).to(f64).sum()
+            part = terms[0].to(f64) if len(terms) == 1 else torch.stack(terms).to(f64).sum()
             part = part if weight == 1.0 else weight * part
             total = part if total is None else total + part
         totals[name] = total

@@ -205,6 +205,7 @@ class InertiaTracker:
         self._hooks: dict[int, _Hook] = {}
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
+        self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
 
@@ -415,7 +416,10 @@ class InertiaTracker:
             if exact:
                 loss_list.append(self._closures.get(k - 1, torch.tensor(math.nan)))
         hook_steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
-        hook_steps = [j for j in hook_steps if j in self._hooks]
+        # step k-2's terms were assembled for the previous row when recording every step: reuse
+        # them instead of transferring and assembling its sums again
+        reused = self._assembled.get(k - 2) if k >= 2 else None
+        hook_steps = [j for j in hook_steps if j in self._hooks and not (j == k - 2 and reused)]
         device = loss_list[0].device
         losses = torch.stack([v.to(device=device, dtype=torch.float64) for v in loss_list])
         sums = (
@@ -440,8 +444,9 @@ class InertiaTracker:
             kinetic = 0.0 if self.fresh else math.nan
             row.update(kinetic=kinetic, potential=loss_k + reg, inertia=kinetic + loss_k + reg)
         elif k - 1 in by_step:
-            prev = self._assemble(k - 2, by_step[k - 2], None) if k - 2 in by_step else None
+            prev = reused or (self._assemble(k - 2, by_step[k - 2], None) if k - 2 in by_step else None)
             terms = self._assemble(k - 1, by_step[k - 1], prev)
+            self._assembled = {k - 1: terms}
             k_prev = (
                 sum(t.kinetic for t in prev)
                 if prev is not None
