@@ -89,24 +89,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str, *, strict: bool) -> float:
+    """A finite number > 0 (``strict``) or >= 0, for argparse."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+        rule = "> 0" if strict else ">= 0"
+        raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, strict=True)
 
 
 def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return _finite_float(text, strict=False)
 
 
 def _positive_int(text: str) -> int:

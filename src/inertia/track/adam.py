@@ -105,8 +105,14 @@ class AdamMapping(Mapping):
             "decoupled": float(self._is_decoupled(group)),
         }
 
-    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
-        hp = self.snapshot(group, state)
+    def reduce(
+        self,
+        group: dict[str, Any],
+        state: Any,
+        pre: PreStep = NO_PRESTEP,
+        hp: dict[str, float] | None = None,
+    ) -> Any:
+        hp = hp if hp is not None else self.snapshot(group, state)
         lr, b1, b2, eps, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"]
         amsgrad, maximize, decoupled = bool(hp["amsgrad"]), bool(hp["maximize"]), bool(hp["decoupled"])
         rows: list[tuple[Any, ...]] = []

@@ -120,8 +120,17 @@ class Mapping(ABC):
     names: tuple[str, ...] = ()
 
     @abstractmethod
-    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
-        """Sums over the group's parameters as a float64 tensor of ``len(names)`` (no sync)."""
+    def reduce(
+        self,
+        group: dict[str, Any],
+        state: Any,
+        pre: PreStep = NO_PRESTEP,
+        hp: dict[str, float] | None = None,
+    ) -> Any:
+        """Sums over the group's parameters as a float64 tensor of ``len(names)`` (no sync).
+
+        ``hp`` is the group's :meth:`snapshot` when the caller already took it (else it is taken).
+        """
 
     @abstractmethod
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:

@@ -60,8 +60,14 @@ class RMSpropMapping(Mapping):
             "maximize": float(bool(group.get("maximize", False))),
         }
 
-    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
-        hp = self.snapshot(group, state)
+    def reduce(
+        self,
+        group: dict[str, Any],
+        state: Any,
+        pre: PreStep = NO_PRESTEP,
+        hp: dict[str, float] | None = None,
+    ) -> Any:
+        hp = hp if hp is not None else self.snapshot(group, state)
         lr, eps, wd, mu = hp["lr"], hp["eps"], hp["weight_decay"], hp["momentum"]
         centered, maximize = bool(hp["centered"]), bool(hp["maximize"])
         rows: list[tuple[Any, ...]] = []

@@ -76,8 +76,14 @@ class SGDMapping(Mapping):
             "maximize": float(bool(group.get("maximize", False))),
         }
 
-    def reduce(self, group: dict[str, Any], state: Any, pre: PreStep = NO_PRESTEP) -> Any:
-        hp = self.snapshot(group, state)
+    def reduce(
+        self,
+        group: dict[str, Any],
+        state: Any,
+        pre: PreStep = NO_PRESTEP,
+        hp: dict[str, float] | None = None,
+    ) -> Any:
+        hp = hp if hp is not None else self.snapshot(group, state)
         lr, mu, tau, wd = hp["lr"], hp["momentum"], hp["dampening"], hp["weight_decay"]
         nesterov, maximize = bool(hp["nesterov"]), bool(hp["maximize"])
         rows: list[tuple[Any, ...]] = []

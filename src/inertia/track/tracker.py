@@ -263,9 +263,10 @@ class InertiaTracker:
             for group in self._local.param_groups:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
-                hps.append(self.mapping.snapshot(view, state))
+                hp = self.mapping.snapshot(view, state)
+                hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
-                parts.append(self.mapping.reduce(view, state, pre) if view["params"] else None)
+                parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
         device = next((s.device for s in parts if s is not None), None)
         width = len(self.mapping.names)
         sums = [torch.zeros(width, dtype=torch.float64, device=device) if s is None else s for s in parts]
