@@ -88,6 +88,9 @@ class AdamMapping(Mapping):
             return self.decoupled
         return bool(group.get("decoupled_weight_decay", False))
 
+    def writes_grad(self, group: dict[str, Any]) -> bool:
+        return False  # every form (for-loop, foreach, fused) leaves .grad as it found it
+
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         # the step count of the group's first stepped parameter: only for the reported dt (the
         # ledger uses every parameter's own step count)

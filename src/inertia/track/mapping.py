@@ -31,6 +31,7 @@ with ``K~_j(M) = 1/2 (r p_j)^T M^{-1} (r p_j)``. ``V`` is the loss plus ``wd/2 |
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -131,6 +132,12 @@ class Mapping(ABC):
 
         ``hp`` is the group's :meth:`snapshot` when the caller already took it (else it is taken).
         """
+
+    def writes_grad(self, group: dict[str, Any]) -> bool:
+        """Whether a step of ``group`` may write into ``.grad`` in place; the tracker then watches
+        the gradients' version counters (:attr:`PreStep.mutated`). The default, ``True``, is the
+        safe answer for a new mapping; the built-in ones say exactly when."""
+        return True
 
     @abstractmethod
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
@@ -234,6 +241,58 @@ def reduce_flat(
         else:
             out.append(total if weight == 1.0 else weight * total)
     return torch.stack(out)
+
+
+def reduce_dots(terms: Sequence[tuple[Any, Any, Sequence[tuple[int, float]]]], width: int, like: Any) -> Any:
+    """A mapping's sums when every one is a weighted sum of dot products of tensors it already
+    holds (no element-wise temporaries): ``out[i] = sum over terms (a, b, dests) with (i, w) in
+    dests of w * sum(a * b)``.
+
+    The fast path of the common case (heavy-ball SGD: ``||b||^2``, ``||g||^2``, ``<g, b>``): one
+    :func:`chunk_dot` per term and per :data:`CHUNK`-sized slice (a view; no copy, no packing),
+    so the dots read the state straight from where the optimizer left it; the partial dots are
+    stacked, converted to float64, weighted and scattered into a float64 vector of ``width`` on
+    the device of the first term (``like``'s if there is none), without a host sync. Each sum is
+    the same as :func:`reduce_flat`'s up to the order of the float64 additions.
+    """
+    import torch
+
+    dots: list[Any] = []
+    index: list[int] = []
+    weights: list[float] = []
+    for a, b, dests in terms:
+        fa = a if a.ndim == 1 else a.reshape(-1)
+        fb = fa if b is a else (b if b.ndim == 1 else b.reshape(-1))
+        n = fa.shape[0]
+        if n <= CHUNK and fa.dtype == fb.dtype:
+            parts = [torch.dot(fa, fb)]
+        else:
+            parts = [chunk_dot(fa[i : i + CHUNK], fb[i : i + CHUNK]) for i in range(0, n, CHUNK)]
+        for d in parts:
+            for i, w in dests:
+                dots.append(d)
+                index.append(i)
+                weights.append(w)
+    f64 = torch.float64
+    if not dots:
+        return torch.zeros(width, dtype=f64, device=like.device)
+    device = dots[0].device
+    try:
+        values = torch.stack(dots).to(f64)
+    except RuntimeError:  # a group spread over devices
+        values = torch.stack([d.to(device) for d in dots]).to(f64)
+    index_t, weights_t = _scatter_plan(tuple(index), tuple(weights), str(device))
+    # index_add, not a weight matrix: 0 * inf would turn an infinite sum into NaN
+    return torch.zeros(width, dtype=f64, device=device).index_add_(0, index_t, values * weights_t)
+
+
+@functools.lru_cache(maxsize=64)
+def _scatter_plan(index: tuple[int, ...], weights: tuple[float, ...], device: str) -> tuple[Any, Any]:
+    """The index and weight vectors with which :func:`reduce_dots` scatters its dots, built once
+    per layout of a group."""
+    import torch
+
+    return torch.tensor(index, device=device), torch.tensor(weights, dtype=torch.float64, device=device)
 
 
 def _chunks(

@@ -49,6 +49,9 @@ class RMSpropMapping(Mapping):
 
     names = ("kin", "kt", "gg", "gd", "th0", "th1")
 
+    def writes_grad(self, group: dict[str, Any]) -> bool:
+        return False  # every form (for-loop, foreach, fused) leaves .grad as it found it
+
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         return {
             "lr": hyper(group, "lr"),

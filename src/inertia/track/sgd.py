@@ -55,6 +55,7 @@ from inertia.track.mapping import (
     momentum_terms,
     params_with_grad,
     prior,
+    reduce_dots,
     reduce_flat,
 )
 
@@ -65,6 +66,15 @@ class SGDMapping(Mapping):
     """``torch.optim.SGD``: momentum, dampening, Nesterov, weight decay, maximize."""
 
     names = ("kin", "gg", "ggf", "gd", "bg", "th0", "th1")
+
+    def __init__(self, *, direct: bool = True) -> None:
+        #: take heavy-ball / plain sums straight from the state (:meth:`_reduce_direct`); False
+        #: always uses the general element-wise path (the two agree to rounding: tested)
+        self.direct = direct
+
+    def writes_grad(self, group: dict[str, Any]) -> bool:
+        # PyTorch's foreach Nesterov step adds momentum * buf to .grad in place
+        return bool(group.get("nesterov", False)) and float(group.get("momentum", 0.0)) != 0.0
 
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         return {
@@ -101,6 +111,8 @@ class SGDMapping(Mapping):
             ref = group["params"][0]
         heavy = mu != 0.0 and not nesterov
         nest = nesterov and mu != 0.0
+        if self.direct and not wd and not nest and not any(mutated for _, mutated in keys):
+            return self._reduce_direct(rows, keys, ref, lr, mu, tau, maximize)
 
         def products(key: tuple[bool, bool], grad: Any, b: Any, p: Any) -> dict[str, tuple[Any, ...]]:
             first, mutated = key
@@ -133,6 +145,30 @@ class SGDMapping(Mapping):
         # without momentum the kinetic vector and d are g: kin = gg and gd = -lr gg
         sources = {"gd": ("gd", -lr)} if mu != 0.0 else {"kin": ("gg", 1.0), "gd": ("gg", -lr)}
         return reduce_flat(rows, products, self.names, ref, sources, keys)
+
+    def _reduce_direct(
+        self,
+        rows: list[tuple[Any, ...]],
+        keys: list[tuple[bool, bool]],
+        ref: Any,
+        lr: float,
+        mu: float,
+        tau: float,
+        maximize: bool,
+    ) -> Any:
+        """Heavy ball or no momentum, without weight decay: every sum is a dot product of
+        ``.grad`` and the buffer as the optimizer left them (``g = -grad`` under ``maximize``), so
+        they are taken straight from the state (:func:`inertia.track.mapping.reduce_dots`)."""
+        kin, gg, ggf, gd = (self.names.index(n) for n in ("kin", "gg", "ggf", "gd"))
+        sign = -1.0 if maximize else 1.0
+        terms: list[tuple[Any, Any, list[tuple[int, float]]]] = []
+        for (grad, b, _), (first, _) in zip(rows, keys, strict=True):
+            if mu == 0.0:  # the kinetic vector and d are g: kin = gg and gd = -lr gg
+                terms.append((grad, grad, [(gg, 1.0), (kin, 1.0), (gd, -lr)]))
+                continue
+            g_dests = [(gg, 1.0), (ggf, 1.0)] if first and tau else [(gg, 1.0)]
+            terms += [(grad, grad, g_dests), (b, b, [(kin, 1.0)]), (grad, b, [(gd, -lr * sign)])]
+        return reduce_dots(terms, len(self.names), ref)
 
     def assemble(
         self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool

@@ -234,10 +234,12 @@ class InertiaTracker:
         self._versions = {}
         new = []
         for group in self._local.param_groups:
+            watch = self.mapping.writes_grad(group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                self._versions[id(p)] = p.grad._version
+                if watch:
+                    self._versions[id(p)] = p.grad._version
                 if p not in state or not state[p]:
                     new.append(id(p))
         self._pre = PreStep(new=frozenset(new))
@@ -250,11 +252,17 @@ class InertiaTracker:
         import torch
 
         sharded = self.layout == "sharded"
-        mutated = frozenset(
-            i
-            for group in self._local.param_groups
-            for p in group["params"]
-            if p.grad is not None and (i := id(p)) in self._versions and p.grad._version != self._versions[i]
+        mutated = (
+            frozenset(
+                i
+                for group in self._local.param_groups
+                for p in group["params"]
+                if p.grad is not None
+                and (i := id(p)) in self._versions
+                and p.grad._version != self._versions[i]
+            )
+            if self._versions
+            else frozenset()
         )
         pre = PreStep(new=self._pre.new, mutated=mutated)
         self._pre, self._versions = PreStep(), {}
