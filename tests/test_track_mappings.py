@@ -840,9 +840,7 @@ DIRECT_CASES = {
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", DIRECT_CASES)
-def test_direct_sums_equal_elementwise_sums(
-    case: str, dtype: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_direct_sums_equal_elementwise_sums(case: str, dtype: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The heavy-ball fast path (dots straight from ``.grad`` and the buffer) gives the same sums
     as the general element-wise path, on a group with a tensor larger than one chunk (sliced
     views), small tensors, a parameter on its first step (``b_0 = g_0``) and one without a

@@ -206,6 +206,9 @@ class InertiaTracker:
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
+        import torch
+
+        self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
 
@@ -421,9 +424,9 @@ class InertiaTracker:
         exact = self.mode == "exact"
         loss_list = [self._losses[k]]
         if k >= 1:
-            loss_list.append(self._losses.get(k - 1, torch.tensor(math.nan)))
+            loss_list.append(self._losses.get(k - 1, self._nan))
             if exact:
-                loss_list.append(self._closures.get(k - 1, torch.tensor(math.nan)))
+                loss_list.append(self._closures.get(k - 1, self._nan))
         hook_steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
         # step k-2's terms were assembled for the previous row when recording every step: reuse
         # them instead of transferring and assembling its sums again
@@ -465,7 +468,11 @@ class InertiaTracker:
             v_prev = vec[1] + sum(t.reg_before for t in terms)
             v_k = loss_k + sum(t.reg_after for t in terms)
             g_dtheta = sum(t.g_dtheta for t in terms)
-            ledger = {name: sum(getattr(t, name) for t in terms) for name in _LEDGER}
+            ledger = (
+                {name: getattr(terms[0], name) for name in _LEDGER}
+                if len(terms) == 1
+                else {name: sum(getattr(t, name) for t in terms) for name in _LEDGER}
+            )
             if exact:
                 v_same = vec[2] + sum(t.reg_after for t in terms)
                 curvature, noise = v_same - v_prev - g_dtheta, v_k - v_same
