@@ -63,7 +63,7 @@ SINGLE_TINY = ["--n-steps", "2000", "--dims", "2", "--processes", "1", "--save-e
 @pytest.fixture(scope="module")
 def single_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "single_path.json"
-    variants = "simulate,simulate_user,hand,diffrax_semi_implicit_euler"  # diffrax_euler: below
+    variants = "simulate,simulate_user,hand,hand_user,diffrax_semi_implicit_euler"  # diffrax_euler: below
     return _run("single_path.py", *SINGLE_TINY, "--variants", variants, out=out)
 
 
@@ -80,8 +80,8 @@ def test_single_path_has_the_documented_keys(single_path: tuple[dict, str]) -> N
     )
     _check_machine(doc)
     results = doc["results"]["d=2"]
-    assert list(results) == ["simulate", "simulate_user", "hand", "diffrax_semi_implicit_euler"]
-    for name in ("simulate", "simulate_user", "hand"):
+    assert list(results) == ["simulate", "simulate_user", "hand", "hand_user", "diffrax_semi_implicit_euler"]
+    for name in ("simulate", "simulate_user", "hand", "hand_user"):
         r = results[name]
         assert r["status"] == "ok", r
         assert {"median", "min", "max", "runs"} <= set(r["us_per_step"])
@@ -101,6 +101,7 @@ def test_single_path_has_the_documented_keys(single_path: tuple[dict, str]) -> N
     assert set(ratios) == {
         "simulate_over_hand",
         "user_over_hand",
+        "user_over_inline_hand",
         "simulate_over_diffrax",
         "user_over_diffrax",
         "hand_over_diffrax",
