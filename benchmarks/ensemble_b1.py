@@ -22,6 +22,22 @@ and float64:
 * ``hand_record``: the same loop recording ``kinetic`` and ``potential`` of every path at every
   step into a preallocated ``(n_steps + 1, n_paths)`` buffer: what recording costs by hand.
 
+Bounds (named ``<backend>-<dtype>/rates/<what>`` and ``.../<method>_sigma0/simulate_save_end``),
+to say how close ``simulate`` comes to what bounds it:
+
+* ``rates/generator_1thread``, ``rates/generator_2threads``: the raw rate (normals/s, reported
+  as ``element_steps_per_s``) of the keyed generator the kernel draws from,
+  ``inertia._backend.normal_into`` on the same ``(n_paths, d)`` buffer with 1 and 2 threads;
+* ``rates/copy``: an in-cache copy of one ``(n_paths, d)`` array (elements/s);
+* ``<method>_sigma0/simulate_save_end``: ``simulate`` with ``sigma = 0`` (no generator).
+
+The ``bounds`` section of the JSON then gives, per backend, dtype and method,
+``noisy_fraction_of_generator`` = ``simulate_save_end`` / the generator at
+``inertia._backend.NOISE_THREADS`` threads (each element-step draws one normal; goal 0.8), and
+``noise_free_fraction_of_copy`` = ``4 itemsize x simulate sigma0`` / ``2 itemsize x copy``: the
+state traffic of one element-step (``theta`` and ``v`` read and written once) against the copy
+bandwidth (goal 0.5).
+
 Peers (from the ``bench`` extra, ``pip install .[bench]``; a peer that is not importable gives a
 ``"skipped: not installed (pip install .[bench])"`` entry, never a failure), energies at the end
 only:
@@ -89,9 +105,14 @@ PEER_MODULES = {"diffrax": ("jax", "diffrax"), "torchsde": ("torchsde",)}
 SKIPPED = "skipped: not installed (pip install .[bench])"
 
 
+RATES = ("generator_1thread", "generator_2threads", "copy")
+
+
 def all_variants() -> list[str]:
     ours = [f"{b}/{m}/{i}" for m in METHODS for b in BACKENDS for i in IMPLS]
-    return ours + list(PEERS)
+    bounds = [f"{b}/rates/{r}" for b in BACKENDS for r in RATES]
+    bounds += [f"{b}/{m}_sigma0/simulate_save_end" for m in METHODS for b in BACKENDS]
+    return ours + list(PEERS) + bounds
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -144,7 +165,9 @@ def ou_coefficients(dt: float) -> tuple[float, float]:
 Runner = Callable[[int], float]  # run(n_steps) -> ensemble mean of the final inertia
 
 
-def runner_simulate(backend: str, dtype: str, method: str, impl: str, args: argparse.Namespace) -> Runner:
+def runner_simulate(
+    backend: str, dtype: str, method: str, impl: str, args: argparse.Namespace, sigma: float = SIGMA
+) -> Runner:
     import numpy as np
 
     import inertia
@@ -163,7 +186,7 @@ def runner_simulate(backend: str, dtype: str, method: str, impl: str, args: argp
             pot,
             theta0,
             gamma=GAMMA,
-            sigma=SIGMA,
+            sigma=sigma,
             dt=DT,
             n_steps=n_steps,
             method=method,
@@ -171,6 +194,36 @@ def runner_simulate(backend: str, dtype: str, method: str, impl: str, args: argp
             save_every=n_steps if impl == "simulate_save_end" else 1,
         )
         return float(traj.inertia[-1].mean())
+
+    return run
+
+
+def runner_rates(backend: str, dtype: str, what: str, args: argparse.Namespace) -> Runner:
+    """``run(n)`` fills (generator) or copies (copy) one ``(n_paths, d)`` buffer ``n`` times."""
+    import numpy as np
+
+    from inertia._backend import normal_into
+
+    if backend == "numpy":
+        src: Any = np.ones((args.n_paths, args.d), dtype=getattr(np, dtype))
+        dst: Any = np.empty_like(src)
+    else:
+        import torch
+
+        src = torch.ones((args.n_paths, args.d), dtype=getattr(torch, dtype))
+        dst = torch.empty_like(src)
+    threads = 2 if what == "generator_2threads" else 1
+
+    def run(n_steps: int) -> float:
+        for k in range(n_steps):
+            if what == "copy":
+                if backend == "numpy":
+                    np.copyto(dst, src)
+                else:
+                    dst.copy_(src)
+            else:
+                normal_into((args.seed, k, 0), dst, threads=threads)
+        return float(dst[0, 0])
 
     return run
 
@@ -420,7 +473,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         if args.threads:
             torch.set_num_threads(args.threads)
     compile_s = None
-    if impl.startswith("simulate"):
+    if method == "rates":
+        run = runner_rates(backend, dtype, impl, args)
+    elif method.endswith("_sigma0"):
+        run = runner_simulate(backend, dtype, method.removesuffix("_sigma0"), impl, args, sigma=0.0)
+    elif impl.startswith("simulate"):
         run = runner_simulate(backend, dtype, method, impl, args)
     elif impl.startswith("hand"):
         make = runner_hand_numpy if backend == "numpy" else runner_hand_torch
@@ -436,7 +493,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     energy = run(args.steps)
     wall_s = time.perf_counter() - t0
     out: dict[str, Any] = {"wall_s": wall_s, "warmup_s": warmup_s, "compile_s": compile_s}
-    out["mean_inertia_end"] = energy
+    out["mean_inertia_end"] = energy if math.isfinite(energy) else None
     if backend == "torch":
         import torch
 
@@ -492,7 +549,11 @@ def summarise(name: str, runs: list[dict[str, Any]], work: float) -> dict[str, A
         "compile_s_median": (
             statistics.median(r["compile_s"] for r in runs) if runs[0]["compile_s"] is not None else None
         ),
-        "mean_inertia_end": statistics.median(r["mean_inertia_end"] for r in runs),
+        "mean_inertia_end": (
+            statistics.median(r["mean_inertia_end"] for r in runs)
+            if all(r["mean_inertia_end"] is not None for r in runs)
+            else None
+        ),
     }
     if "torch_threads" in runs[0]:
         out["torch_threads"] = runs[0]["torch_threads"]
@@ -514,7 +575,7 @@ def add_ratios(results: dict[str, dict[str, Any]]) -> None:
         return r["element_steps_per_s"]["median"]
 
     for name, r in results.items():
-        if r.get("status") != "ok":
+        if r.get("status") != "ok" or name.split("/")[1] == "rates" or "_sigma0" in name:
             continue
         base = med(baseline_of(name))
         r["baseline"] = baseline_of(name)
@@ -522,6 +583,38 @@ def add_ratios(results: dict[str, dict[str, Any]]) -> None:
         if name.endswith("/simulate_save_every"):
             rec = med(name.rsplit("/", 1)[0] + "/hand_record")
             r["ratio_to_hand_record"] = r["element_steps_per_s"]["median"] / rec if rec else None
+
+
+def bounds(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per backend, dtype and method: simulate against the generator and the copy bandwidth."""
+    from inertia._backend import NOISE_THREADS
+
+    def med(key: str) -> float | None:
+        r = results.get(key)
+        if r is None or r.get("status") != "ok":
+            return None
+        return r["element_steps_per_s"]["median"]
+
+    out: dict[str, dict[str, Any]] = {}
+    gen_name = "generator_2threads" if NOISE_THREADS >= 2 else "generator_1thread"
+    for b in BACKENDS:
+        itemsize = 4 if b.endswith("float32") else 8
+        gen, copy = med(f"{b}/rates/{gen_name}"), med(f"{b}/rates/copy")
+        for m in METHODS:
+            noisy, quiet = med(f"{b}/{m}/simulate_save_end"), med(f"{b}/{m}_sigma0/simulate_save_end")
+            every = med(f"{b}/{m}/simulate_save_every")
+            if gen is None and copy is None:
+                continue
+            out[f"{b}/{m}"] = {
+                "generator": gen_name,
+                "generator_normals_per_s": gen,
+                "noisy_fraction_of_generator": noisy / gen if noisy and gen else None,
+                "noisy_save_every_fraction_of_generator": every / gen if every and gen else None,
+                "copy_bytes_per_s": 2 * itemsize * copy if copy else None,
+                "state_bytes_per_element_step": 4 * itemsize,
+                "noise_free_fraction_of_copy": 2 * quiet / copy if quiet and copy else None,
+            }
+    return out
 
 
 def machine_info() -> dict[str, Any]:
@@ -603,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "machine": machine,
         "variants": results,
+        "bounds": bounds(results),
     }
     text = json.dumps(doc, indent=2, allow_nan=False)
     print(text)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from inertia.dynamics import Friction
 from inertia.energy import kinetic
 from inertia.integrators._base import IntegratorState, StepContext, StepFn, StepResult
 
@@ -63,6 +64,32 @@ def reduce_scheme(scheme: Scheme, *, drop_friction: bool) -> Scheme:
     return tuple(out)
 
 
+def o_coefficients(friction: Friction, sigma: float, ta: float, tb: float) -> tuple[float, float, float]:
+    """``(c1, 1 - c1^2, c2)`` of the exact ``O`` sub-step ``v <- c1 v + c2 M^{-1/2} xi`` over ``[ta, tb]``.
+
+    ``Gamma = integral_{ta}^{tb} gamma``, ``c1 = exp(-Gamma)``, ``1 - c1^2 = -expm1(-2 Gamma)``,
+    ``c2 = sigma sqrt((tb - ta) (1 - c1^2) / (2 Gamma))`` (``sigma sqrt(tb - ta)`` when
+    ``Gamma = 0``; 0 when ``sigma = 0`` or ``Gamma = inf``). The friction work of the sub-step is
+    ``(1 - c1^2) K``. Shared by the functional steps here and the in-place kernels
+    (:mod:`inertia.integrators.inplace`), so both use one formula.
+
+    Example:
+        >>> from inertia.dynamics import ConstantFriction
+        >>> c1, w, c2 = o_coefficients(ConstantFriction(0.5), 0.0, 0.0, 2.0)
+        >>> round(c1, 6), round(w, 6), c2
+        (0.367879, 0.864665, 0.0)
+    """
+    big_gamma = friction.integral(ta, tb)
+    one_minus_c1sq = -math.expm1(-2.0 * big_gamma)
+    c1 = math.exp(-big_gamma)
+    c2 = 0.0
+    if sigma > 0.0:
+        tau = tb - ta
+        var = tau * one_minus_c1sq / (2.0 * big_gamma) if big_gamma > 0 else tau
+        c2 = sigma * math.sqrt(var)
+    return c1, one_minus_c1sq, c2
+
+
 def make_splitting_step(scheme: Scheme) -> Callable[[bool], StepFn]:
     """Return ``make_step(friction_free) -> StepFn`` for ``scheme``."""
 
@@ -93,17 +120,13 @@ def make_splitting_step(scheme: Scheme) -> Callable[[bool], StepFn]:
                         n_grad += 1
                     v = v - (c * dt) * (ctx.inv_mass * grad)
                 else:  # "O"
-                    ta, tb = t + start * dt, t + (start + c) * dt
-                    big_gamma = ctx.friction.integral(ta, tb)
-                    one_minus_c1sq = -math.expm1(-2.0 * big_gamma)
-                    c1 = math.exp(-big_gamma)
-                    if big_gamma != 0.0:
+                    c1, one_minus_c1sq, c2 = o_coefficients(
+                        ctx.friction, ctx.sigma, t + start * dt, t + (start + c) * dt
+                    )
+                    if one_minus_c1sq != 0.0:
                         dissipated = dissipated + one_minus_c1sq * kinetic(v, ctx.mass)
                     v = c1 * v
                     if ctx.sigma > 0.0:
-                        tau = tb - ta
-                        var = tau * one_minus_c1sq / (2.0 * big_gamma) if big_gamma > 0 else tau
-                        c2 = ctx.sigma * math.sqrt(var)
                         v = v + c2 * (ctx.inv_sqrt_mass * ctx.noise(n, n_noise))
                         n_noise += 1
             return StepResult(IntegratorState(theta, v, value, grad), dissipated, n_grad)
