@@ -21,14 +21,10 @@ of step ``n`` is ``t0 + n dt`` from the integer counter, so the last time equals
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,148 +35,13 @@ from inertia.dynamics import Friction, as_friction
 from inertia.energy import kinetic
 from inertia.integrators import IntegratorState, StepContext, get_method
 from inertia.potentials import Potential
+from inertia.trajectory import DivergenceError, Trajectory, finish
 
 __all__ = ["DivergenceError", "Trajectory", "simulate"]
 
 log = logging.getLogger(__name__)
 
 _ON_DIVERGENCE = ("raise", "stop")
-
-
-class DivergenceError(RuntimeError):
-    """Raised at the end of a run that blew up; ``.trajectory`` holds the partial result."""
-
-    def __init__(self, message: str, trajectory: Trajectory) -> None:
-        super().__init__(message)
-        self.trajectory = trajectory
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """The result of :func:`simulate`.
-
-    Attributes:
-        t: times of the saved steps, shape ``(n_saved,)``.
-        step: step indices of the saved steps, shape ``(n_saved,)``.
-        kinetic, potential, inertia, dissipated: NumPy arrays ``(n_saved, n_paths)``.
-        theta, v: the final state ``(n_paths, d)`` in the backend of the inputs.
-        status: ``"success"`` or ``"diverged"``.
-        message: a human-readable account of how the run ended.
-        first_bad_step: the first step at which ``theta``, ``v`` or the kinetic energy is
-            non-finite, or the potential is, where it was evaluated (every step for the methods
-            that end a step with a gradient: leapfrog, yoshida4, baoab; saved steps otherwise);
-            ``None`` if none. The in-place ensemble loop (``simulate(..., fast=True)`` on a
-            diagonal quadratic) checks the per-path kinetic energy after every step and the
-            potential (hence ``theta``) at saved steps; it flags the same step as the generic
-            loop unless ``theta`` overflows at an unsaved step while ``v`` stays finite.
-        n_steps: steps taken; n_grad_evals: gradient evaluations.
-        method: the integrator; config: the arguments of the run (JSON-serialisable).
-    """
-
-    t: np.ndarray
-    step: np.ndarray
-    kinetic: np.ndarray
-    potential: np.ndarray
-    inertia: np.ndarray
-    dissipated: np.ndarray
-    theta: Any
-    v: Any
-    status: str
-    message: str
-    first_bad_step: int | None
-    n_steps: int
-    n_grad_evals: int
-    method: str
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def success(self) -> bool:
-        """True when the run finished without divergence."""
-        return self.status == "success"
-
-    @property
-    def n_paths(self) -> int:
-        return int(self.kinetic.shape[1])
-
-    @property
-    def n_saved(self) -> int:
-        return int(self.t.shape[0])
-
-    def to_pandas(self, *, paths: Any = None) -> Any:
-        """A long table: one row per saved step and path.
-
-        Columns ``step, t, path, kinetic, potential, inertia, dissipated``; ``paths`` selects a
-        subset of path indices (default: all).
-        """
-        import pandas as pd
-
-        idx = np.arange(self.n_paths) if paths is None else np.atleast_1d(np.asarray(paths))
-        n_t, n_p = self.n_saved, idx.size
-        return pd.DataFrame(
-            {
-                "step": np.repeat(self.step, n_p),
-                "t": np.repeat(self.t, n_p),
-                "path": np.tile(idx, n_t),
-                "kinetic": self.kinetic[:, idx].reshape(-1),
-                "potential": self.potential[:, idx].reshape(-1),
-                "inertia": self.inertia[:, idx].reshape(-1),
-                "dissipated": self.dissipated[:, idx].reshape(-1),
-            }
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Write the trajectory: ``.npz`` (all arrays and the config), ``.csv`` or ``.parquet``
-        (the long table of :meth:`to_pandas`). Refuses to overwrite an existing file."""
-        path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"`path` already exists, refusing to overwrite: {path}")
-        suffix = path.suffix.lower()
-        if suffix == ".npz":
-            meta = {
-                k: getattr(self, k)
-                for k in ("status", "message", "first_bad_step", "n_steps", "n_grad_evals", "method")
-            }
-            meta["config"] = self.config
-            buf = io.BytesIO()
-            np.savez(
-                buf,
-                t=self.t,
-                step=self.step,
-                kinetic=self.kinetic,
-                potential=self.potential,
-                inertia=self.inertia,
-                dissipated=self.dissipated,
-                theta=to_numpy(self.theta),
-                v=to_numpy(self.v),
-                meta=np.asarray(json.dumps(meta)),
-            )
-            _atomic_write(path, buf.getvalue())
-        elif suffix == ".csv":
-            _atomic_write(path, self.to_pandas().to_csv(index=False).encode())
-        elif suffix == ".parquet":
-            tmp = path.with_name(path.name + ".tmp")
-            self.to_pandas().to_parquet(tmp, index=False)
-            tmp.replace(path)
-        else:
-            raise ValueError(f"`path` must end in .npz, .csv or .parquet, got {path.name!r}")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Trajectory:
-        """Read a trajectory written by :meth:`save` as ``.npz`` (never unpickles)."""
-        with np.load(Path(path), allow_pickle=False) as f:
-            meta = json.loads(str(f["meta"]))
-            arrays = {
-                k: f[k] for k in ("t", "step", "kinetic", "potential", "inertia", "dissipated", "theta", "v")
-            }
-        config = meta.pop("config")
-        return cls(**arrays, **meta, config=config)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _as_state_array(name: str, x: Any, ref: Any = None) -> Any:
@@ -477,9 +338,7 @@ def simulate(
     # NumPy's floating-point warnings on the way to inf/nan would only duplicate it.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         state, ok = record(initial_step, state)
-        status, first_bad, message = "success", None, ""
-        if not ok:
-            status, first_bad = "diverged", initial_step
+        first_bad = None if ok else initial_step
         taken = 0
         for k in range(n_steps if ok else 0):
             n = initial_step + k
@@ -499,42 +358,26 @@ def simulate(
                 if progress is not None:
                     progress(taken, n_steps)
                 if not (finite and ok):
-                    status, first_bad = "diverged", n + 1
+                    first_bad = n + 1
                     break
 
-    if first_bad is not None:
-        message = (
-            f"non-finite state or energy at step {first_bad} "
-            f"(t = {t0 + first_bad * dt:g}); the run stopped there and the trajectory "
-            f"up to it is kept. Reduce `dt` or check the potential."
-        )
-        log.warning("simulate: %s", message)
-    else:
-        message = f"completed {taken} steps"
     steps = np.asarray([r[0] for r in rows], dtype=np.int64)
-    kin = to_numpy(xp.stack([r[1] for r in rows]))
-    pot = to_numpy(xp.stack([r[2] for r in rows]))
-    diss = to_numpy(xp.stack([r[3] for r in rows]))
-    traj = Trajectory(
-        t=t0 + steps * dt,
-        step=steps,
-        kinetic=kin,
-        potential=pot,
-        inertia=kin + pot,
-        dissipated=diss,
+    return finish(
+        steps=steps,
+        kinetic=to_numpy(xp.stack([r[1] for r in rows])),
+        potential=to_numpy(xp.stack([r[2] for r in rows])),
+        dissipated=to_numpy(xp.stack([r[3] for r in rows])),
         theta=state.theta,
         v=state.v,
-        status=status,
-        message=message,
-        first_bad_step=first_bad,
-        n_steps=taken,
-        n_grad_evals=n_grad,
+        first_bad=first_bad,
+        taken=taken,
+        n_grad=n_grad,
         method=method,
+        t0=t0,
+        dt=dt,
         config=config,
+        on_divergence=on_divergence,
     )
-    if status == "diverged" and on_divergence == "raise":
-        raise DivergenceError(message, traj)
-    return traj
 
 
 def _run_inplace(
@@ -584,7 +427,7 @@ def _run_inplace(
     noise = None
     n_grad = 0
     taken = 0
-    status, first_bad = "success", None
+    first_bad: int | None = None
     stack = contextlib.ExitStack()
     try:
         if kernel.n_noise and n_steps:
@@ -596,7 +439,7 @@ def _run_inplace(
                 stack.enter_context(serial_arithmetic(theta))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if not record(initial_step):
-                status, first_bad = "diverged", initial_step
+                first_bad = initial_step
             for k in range(n_steps if first_bad is None else 0):
                 n = initial_step + k
                 n_grad += kernel.step(n)
@@ -608,7 +451,7 @@ def _run_inplace(
                     if progress is not None:
                         progress(taken, n_steps)
                     if not (finite and ok):
-                        status, first_bad = "diverged", n + 1
+                        first_bad = n + 1
                         break
     finally:
         kernel.noise = None
@@ -616,38 +459,22 @@ def _run_inplace(
         if noise is not None:
             noise.close()
 
-    if first_bad is not None:
-        message = (
-            f"non-finite state or energy at step {first_bad} "
-            f"(t = {t0 + first_bad * dt:g}); the run stopped there and the trajectory "
-            f"up to it is kept. Reduce `dt` or check the potential."
-        )
-        log.warning("simulate: %s", message)
-    else:
-        message = f"completed {taken} steps"
-    kin_np, pot_np = to_numpy(kin[:row]), to_numpy(pot[:row])
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverged row stays non-finite
-        inertia_np = kin_np + pot_np
-    traj = Trajectory(
-        t=t0 + steps[:row] * dt,
-        step=steps[:row],
-        kinetic=kin_np,
-        potential=pot_np,
-        inertia=inertia_np,
+    return finish(
+        steps=steps[:row],
+        kinetic=to_numpy(kin[:row]),
+        potential=to_numpy(pot[:row]),
         dissipated=to_numpy(diss[:row]),
         theta=kernel.theta,
         v=kernel.v,
-        status=status,
-        message=message,
-        first_bad_step=first_bad,
-        n_steps=taken,
-        n_grad_evals=n_grad,
+        first_bad=first_bad,
+        taken=taken,
+        n_grad=n_grad,
         method=method,
+        t0=t0,
+        dt=dt,
         config=config,
+        on_divergence=on_divergence,
     )
-    if status == "diverged" and on_divergence == "raise":
-        raise DivergenceError(message, traj)
-    return traj
 
 
 def _empty_rows(like: Any, shape: tuple[int, ...]) -> Any:
@@ -1096,34 +923,20 @@ def _run_single_path(
                 save_every,
                 progress,
             )
-    status = "success" if first_bad is None else "diverged"
-    if first_bad is not None:
-        message = (
-            f"non-finite state or energy at step {first_bad} "
-            f"(t = {t0 + first_bad * dt:g}); the run stopped there and the trajectory "
-            f"up to it is kept. Reduce `dt` or check the potential."
-        )
-        log.warning("simulate: %s", message)
-    else:
-        message = f"completed {taken} steps"
     steps, kin, pot, diss = rows
-    traj = Trajectory(
-        t=t0 + steps * dt,
-        step=steps,
+    return finish(
+        steps=steps,
         kinetic=kin,
         potential=pot,
-        inertia=kin + pot,
         dissipated=diss,
         theta=theta,
         v=v,
-        status=status,
-        message=message,
-        first_bad_step=first_bad,
-        n_steps=taken,
-        n_grad_evals=n_grad,
+        first_bad=first_bad,
+        taken=taken,
+        n_grad=n_grad,
         method=method,
+        t0=t0,
+        dt=dt,
         config=config,
+        on_divergence=on_divergence,
     )
-    if status == "diverged" and on_divergence == "raise":
-        raise DivergenceError(message, traj)
-    return traj
