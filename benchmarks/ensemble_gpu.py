@@ -17,7 +17,14 @@ bound of a one-step fused kernel about 2.7e11 (4.26 TB/s / 16 bytes per element-
 Variants (``--variants``, comma-separated; all by default):
 
 * ``simulate``: ``inertia.simulate(Quadratic(lambda), theta0, method="baoab", seed=...,
-  save_every=n_steps)`` on ``(n_paths, d)`` tensors on the device: the library's default path;
+  save_every=n_steps)`` on ``(n_paths, d)`` tensors on the device: the library's default path,
+  which on CUDA is the fused kernel of ``inertia.integrators.fused``: chunks of up to 8 BAOAB steps
+  in one ``torch.compile``-d graph (inductor), the state held on chip across the chunk, the keyed
+  noise of the chunk's steps drawn beforehand by ``Tensor.normal_`` (one generator per key) into a
+  ``(8, n_paths, d)`` buffer, one host sync per chunk for the divergence check. Its compilation
+  (one graph per chunk length and size) happens in the warm-up, outside the timed runs (the
+  warm-up's 10 steps compile the chunks of 8 and 2; the timed ``n_steps`` = 200 runs 25 chunks
+  of 8); it had not yet been measured on a GPU when this was written;
 * ``simulate_save_every``: the same with ``save_every=--save-every`` (default 10): ``kinetic``,
   ``potential``, ``inertia`` of every path recorded every 10 steps;
 * ``eager``: the baseline. The hand-written in-place BAOAB loop of ``ensemble_b1.py``'s

@@ -172,7 +172,10 @@ def simulate(
             :mod:`inertia.integrators.inplace` (state in preallocated buffers, noise filled on
             :data:`inertia._backend.NOISE_THREADS` threads one step ahead while the arithmetic
             runs on the calling thread: torch's intra-op threads are set to 1 for the run, see
-            :func:`inertia._backend.serial_arithmetic`). One deterministic
+            :func:`inertia._backend.serial_arithmetic`); on CUDA tensors the same kernel steps
+            chunks of up to 8 steps in one ``torch.compile``-d graph
+            (:mod:`inertia.integrators.fused`; the same keyed noise; the in-place kernel if
+            compilation fails). One deterministic
             path (``n_paths = 1``, ``sigma = 0``, NumPy, a built-in method) goes through the
             compiled loop of :mod:`inertia.integrators.compiled` for a built-in potential when
             numba is installed (the ``fast`` extra; float64 inside), else through a lean NumPy
@@ -402,6 +405,13 @@ def _run_inplace(
     :class:`~inertia._backend.NoiseStream` (closed, its threads joined, however the loop ends).
     Divergence: after every step the per-path kinetic energy is computed and its sum checked
     (one host sync), at saved steps the potential too (see :class:`Trajectory`).
+
+    A kernel with a ``steps(n, k)`` method (:class:`~inertia.integrators.fused.FusedKernel`)
+    advances chunks of up to ``kernel.max_chunk`` steps that never span a saved step, and draws
+    its keyed noise itself (``kernel.seed``; no NoiseStream). The kinetic energy of the last state
+    of a chunk is checked once (one host sync per chunk); when it is not finite the kernel keeps
+    the state from before the chunk and the chunk is replayed here step by step with
+    ``kernel.step``, which finds the first bad step as the in-place loop does.
     """
     from inertia._backend import NoiseStream, serial_arithmetic
 
@@ -428,9 +438,30 @@ def _run_inplace(
     n_grad = 0
     taken = 0
     first_bad: int | None = None
+    # a FusedKernel (inertia.integrators.fused) advances whole chunks and draws its own keyed noise
+    chunked = callable(getattr(kernel, "steps", None))
+
+    def one_step(n: int) -> bool:
+        """Step ``n`` in place, checked and recorded as the in-place loop does; True: stop."""
+        nonlocal n_grad, taken, first_bad
+        n_grad += kernel.step(n)
+        taken += 1
+        saved = taken % save_every == 0 or taken == n_steps
+        finite = saved or math.isfinite(float(kernel.kinetic(check).sum()))
+        if saved or not finite:
+            ok = record(n + 1)
+            if progress is not None:
+                progress(taken, n_steps)
+            if not (finite and ok):
+                first_bad = n + 1
+                return True
+        return False
+
     stack = contextlib.ExitStack()
     try:
-        if kernel.n_noise and n_steps:
+        if chunked:
+            kernel.seed = seed
+        elif kernel.n_noise and n_steps:
             # the next key is filled while the arithmetic runs on the calling thread (torch's
             # intra-op threads would compete with the fill threads: see serial_arithmetic)
             noise = NoiseStream(seed, kernel.noise_keys(initial_step, n_steps), theta)
@@ -440,19 +471,28 @@ def _run_inplace(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if not record(initial_step):
                 first_bad = initial_step
-            for k in range(n_steps if first_bad is None else 0):
-                n = initial_step + k
-                n_grad += kernel.step(n)
-                taken = k + 1
-                saved = taken % save_every == 0 or taken == n_steps
-                finite = saved or math.isfinite(float(kernel.kinetic(check).sum()))
-                if saved or not finite:
-                    ok = record(n + 1)
+            while first_bad is None and taken < n_steps:
+                n = initial_step + taken
+                # a chunk ends at the next saved step, the last step or after max_chunk steps
+                k = min(save_every - taken % save_every, n_steps - taken, kernel.max_chunk if chunked else 1)
+                done = kernel.steps(n, k) if chunked else None
+                if done is None:  # the in-place loop (or a fused kernel that could not compile)
+                    one_step(n)
+                    continue
+                n_grad_chunk, finite = done
+                if not finite:  # replay the chunk step by step from the unchanged state
+                    for j in range(k):
+                        if one_step(n + j):
+                            break
+                    continue
+                n_grad += n_grad_chunk
+                taken += k
+                if taken % save_every == 0 or taken == n_steps:
+                    ok = record(n + k)
                     if progress is not None:
                         progress(taken, n_steps)
-                    if not (finite and ok):
-                        first_bad = n + 1
-                        break
+                    if not ok:
+                        first_bad = n + k
     finally:
         kernel.noise = None
         stack.close()

@@ -42,6 +42,7 @@ in every kernel.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -69,6 +70,8 @@ SCHEMES: dict[str, Scheme] = {
     "baoab": BAOAB,
 }
 EULER = ("euler", "euler_maruyama")
+
+log = logging.getLogger(__name__)
 
 
 def diagonal_hessian(potential: Potential) -> np.ndarray | None:
@@ -355,6 +358,11 @@ def make_kernel(
     """An :class:`InplaceKernel` stepping copies of ``theta`` and ``v``, or ``None`` when
     ``method``, ``potential`` (:func:`diagonal_hessian`) or the backend/dtype is not supported.
 
+    Torch tensors on a device type of :data:`inertia.integrators.fused.FUSED_DEVICE_TYPES`
+    (CUDA) get a :class:`~inertia.integrators.fused.FusedKernel`, the same kernel with a
+    compiled multi-step :meth:`~inertia.integrators.fused.FusedKernel.steps` (where
+    ``torch.compile`` exists; else, with a logged warning, the plain in-place kernel).
+
     ``mass`` is a positive float or a ``(d,)`` sequence of floats (the JSON form of the run's mass).
     """
     lam = diagonal_hessian(potential)
@@ -364,9 +372,16 @@ def make_kernel(
         return None
     theta_buf = _owned(theta)
     v_buf = _owned(v)
-    return InplaceKernel(
-        method, lam, theta_buf, v_buf, mass=mass, friction=friction, sigma=sigma, dt=dt, t0=t0
-    )
+    kernel_type: type[InplaceKernel] = InplaceKernel
+    if is_torch(theta):
+        from inertia.integrators import fused
+
+        if fused.fused_device(theta):
+            if fused.available():
+                kernel_type = fused.FusedKernel
+            else:
+                log.warning("torch.compile is not available: the %s run steps in place, unfused", method)
+    return kernel_type(method, lam, theta_buf, v_buf, mass=mass, friction=friction, sigma=sigma, dt=dt, t0=t0)
 
 
 def _owned(x: Array) -> Array:
