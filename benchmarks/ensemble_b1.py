@@ -77,13 +77,14 @@ import fnmatch
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+import _common as common
 
 D = 100
 GAMMA = 0.5
@@ -394,7 +395,7 @@ def runner_diffrax(dtype: str, method: str, impl: str, args: argparse.Namespace)
         theta, v = (y[-1] for y in sol.ys)
         return jnp.mean(0.5 * jnp.sum(v * v, axis=1) + 0.5 * jnp.sum(lam * theta * theta, axis=1))
 
-    _TupleNoise = _tuple_noise_term(diffrax, jnp)
+    _TupleNoise = tuple_noise_term(diffrax, jnp)
     key = jax.random.key(args.seed)
     t0 = time.perf_counter()
     compiled = {args.steps: jax.jit(solve, static_argnums=1).lower(key, args.steps).compile()}
@@ -408,7 +409,7 @@ def runner_diffrax(dtype: str, method: str, impl: str, args: argparse.Namespace)
     return run, compile_s
 
 
-def _tuple_noise_term(diffrax: Any, jnp: Any) -> Any:
+def tuple_noise_term(diffrax: Any, jnp: Any) -> Any:
     """A diffrax term adding ``sigma dW`` to ``v`` only, for a ``(theta, v)`` tuple state."""
 
     class TupleNoise(diffrax.AbstractTerm):
@@ -617,31 +618,6 @@ def bounds(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    import numpy as np
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "loadavg": list(os.getloadavg()),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if models:
-            info["cpu_model"] = models[0]
-    except OSError:
-        pass
-    for mod in ("torch", "jax", "diffrax", "torchsde"):
-        import importlib.util
-
-        if importlib.util.find_spec(mod) is not None:
-            info[mod] = __import__(mod).__version__
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
@@ -674,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = summarise(name, runs[name], work)
     add_ratios(results)
     results = {name: results[name] for name in selected}
-    machine = machine_info()
+    machine = common.machine_info()
     machine.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()), wall_s=wall_s)
     doc = {
         "benchmark": "ensemble_b1",

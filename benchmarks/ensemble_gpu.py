@@ -118,6 +118,7 @@ import time
 from typing import Any
 
 import _common as common
+from ensemble_b1 import tuple_noise_term
 
 D = 100
 GAMMA = 0.5
@@ -384,19 +385,7 @@ def diffrax_worker(args: argparse.Namespace, name: str) -> list[dict[str, Any]] 
     import diffrax
     import jax.numpy as jnp
 
-    class TupleNoise(diffrax.AbstractTerm):
-        """``sigma dW`` added to ``v`` only, for a ``(theta, v)`` tuple state."""
-
-        control: Any
-
-        def vf(self, t: Any, y: Any, args: Any) -> Any:
-            return SIGMA
-
-        def contr(self, t0: Any, t1: Any, **kwargs: Any) -> Any:
-            return self.control.evaluate(t0, t1, **kwargs)
-
-        def prod(self, vf: Any, control: Any) -> Any:
-            return jnp.zeros_like(control), vf * control
+    TupleNoise = tuple_noise_term(diffrax, jnp)
 
     d = args.d
     out = []

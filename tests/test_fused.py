@@ -31,7 +31,8 @@ from inertia.integrators import fused, inplace
 
 torch = pytest.importorskip("torch")
 
-from test_inplace import FRICTIONS, LAM, MASSES, assert_same_to_rounding  # noqa: E402
+from test_inplace import LAM, MASSES, assert_same_to_rounding  # noqa: E402
+from test_inplace import run as run_inplace  # noqa: E402
 
 
 @pytest.fixture
@@ -51,36 +52,11 @@ def no_inplace_step(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fused.FusedKernel, "step", refuse)
 
 
-def run(
-    method: str,
-    *,
-    fast: bool,
-    sigma: float = 0.4,
-    friction: str = "constant",
-    mass: Any = 1.5,
-    dtype: Any = None,
-    n_steps: int = 40,
-    **kw: Any,
-) -> inertia.Trajectory:
-    gamma, t0 = FRICTIONS[friction]
-    rng = np.random.default_rng(0)
-    dtype = torch.float64 if dtype is None else dtype
-    theta0 = torch.as_tensor(rng.normal(size=(6, LAM.size)), dtype=dtype)
-    v0 = torch.as_tensor(rng.normal(size=(6, LAM.size)), dtype=dtype)
-    kw = {"save_every": 7, "seed": 5, "dt": 0.05, **kw}
-    return inertia.simulate(
-        potentials.Quadratic(LAM),
-        theta0,
-        v0,
-        gamma=gamma,
-        t0=t0,
-        sigma=sigma,
-        mass=mass,
-        n_steps=n_steps,
-        method=method,
-        fast=fast,
-        **kw,
-    )
+def run(method: str, *, fast: bool, dtype: Any = None, **kw: Any) -> inertia.Trajectory:
+    """:func:`test_inplace.run` on torch CPU tensors (``dtype`` a torch dtype, default float64)."""
+    name = "float64" if dtype is None else str(dtype).removeprefix("torch.")
+    traj: inertia.Trajectory = run_inplace("torch", method, fast=fast, dtype=name, **kw)
+    return traj
 
 
 CASES = [
