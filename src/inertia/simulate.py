@@ -175,7 +175,10 @@ def simulate(
             :func:`inertia._backend.serial_arithmetic`); on CUDA tensors the same kernel steps
             chunks of up to 8 steps in one ``torch.compile``-d graph
             (:mod:`inertia.integrators.fused`; the same keyed noise; the in-place kernel if
-            compilation fails). One deterministic
+            compilation fails); on CPU without noise (``sigma = 0``) and with numba installed
+            (the ``fast`` extra), chunks of up to 128 steps run in one numba loop over blocks of
+            paths on all cores (:mod:`inertia.integrators.fused_cpu`; without numba, the
+            in-place kernel). One deterministic
             path (``n_paths = 1``, ``sigma = 0``, NumPy, a built-in method) goes through the
             compiled loop of :mod:`inertia.integrators.compiled` for a built-in potential when
             numba is installed (the ``fast`` extra; float64 inside), else through a lean NumPy
@@ -406,9 +409,10 @@ def _run_inplace(
     Divergence: after every step the per-path kinetic energy is computed and its sum checked
     (one host sync), at saved steps the potential too (see :class:`Trajectory`).
 
-    A kernel with a ``steps(n, k)`` method (:class:`~inertia.integrators.fused.FusedKernel`)
-    advances chunks of up to ``kernel.max_chunk`` steps that never span a saved step, and draws
-    its keyed noise itself (``kernel.seed``; no NoiseStream). The kinetic energy of the last state
+    A kernel with a ``steps(n, k)`` method (:class:`~inertia.integrators.fused.FusedKernel`,
+    :class:`~inertia.integrators.fused_cpu.CpuFusedKernel`) advances chunks of up to
+    ``kernel.max_chunk`` steps that never span a saved step, and draws its keyed noise itself
+    (``kernel.seed``; no NoiseStream). The kinetic energy of the last state
     of a chunk is checked once (one host sync per chunk); when it is not finite the kernel keeps
     the state from before the chunk and the chunk is replayed here step by step with
     ``kernel.step``, which finds the first bad step as the in-place loop does.

@@ -45,10 +45,11 @@ class Trajectory:
             diagonal quadratic) checks the per-path kinetic energy after every step and the
             potential (hence ``theta``) at saved steps; it flags the same step as the generic
             loop unless ``theta`` overflows at an unsaved step while ``v`` stays finite. The
-            fused CUDA kernel (:mod:`inertia.integrators.fused`) checks the kinetic energy once
-            per chunk of up to 8 steps (chunks end at saved steps) and, when it is not finite,
-            replays the chunk step by step as the in-place loop: the same step, assuming a
-            kinetic energy that became non-finite stays so to the end of the chunk.
+            chunked kernels (on CUDA, :mod:`inertia.integrators.fused`, chunks of up to 8 steps;
+            on CPU without noise, :mod:`inertia.integrators.fused_cpu`, up to 128) check the
+            kinetic energy once per chunk (chunks end at saved steps) and, when it is not
+            finite, replay the chunk step by step as the in-place loop: the same step, assuming
+            a kinetic energy that became non-finite stays so to the end of the chunk.
         n_steps: steps taken; n_grad_evals: gradient evaluations.
         method: the integrator; config: the arguments of the run (JSON-serialisable).
     """

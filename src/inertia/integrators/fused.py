@@ -194,19 +194,6 @@ class FusedKernel(InplaceKernel):
         # gradient evaluations of one step, from a stale (False) or fresh (True) gradient
         self._grad_count = {fresh: self._count_grads(fresh) for fresh in (False, True)}
 
-    def _count_grads(self, fresh: bool) -> tuple[int, bool]:
-        """``(gradients, fresh after)`` of one step, counted as :meth:`InplaceKernel.step` counts."""
-        if self.method in EULER:
-            return 1, False
-        n = 0
-        for letter, _, _ in self._plan:
-            if letter == "A":
-                fresh = False
-            elif letter == "B" and not fresh:
-                n += 1
-                fresh = True
-        return n, fresh
-
     def _take(self, n: int, k: int) -> Array:
         """The keyed draw ``(seed, n, k)`` for an in-place step (a replay, or the fallback)."""
         if self._xi_one is None:

@@ -30,6 +30,14 @@ Potentials: those whose gradient is a per-coordinate product, ``grad L = lambda 
 :func:`make_kernel` returns ``None`` for anything else and :func:`inertia.simulate` then runs its
 generic loop.
 
+Fast paths. Two subclasses of :class:`InplaceKernel` add a ``steps(n0, k)`` that advances a
+chunk of steps in one compiled call (same sub-steps, same coefficients; :meth:`InplaceKernel.step`
+stays for recording and for replaying a chunk that diverged), and :func:`make_kernel` picks them:
+:class:`~inertia.integrators.fused.FusedKernel` for torch tensors on CUDA (``torch.compile``,
+with or without noise), and :class:`~inertia.integrators.fused_cpu.CpuFusedKernel` for
+``sigma = 0`` on CPU (NumPy or CPU torch) when numba is installed (a numba loop over blocks of
+paths; without numba, this kernel). Noisy CPU runs always step here, with the keyed noise.
+
 Why per-backend code here. STYLE.md asks for one core written against the Array API with no
 ``if torch`` branches, but the Array API has no in-place or ``out=`` arithmetic (its arrays may be
 immutable), and the two backends spell the fast forms differently: torch has fused in-place
@@ -242,6 +250,19 @@ class InplaceKernel:
         else:
             raise ValueError(f"no in-place kernel for method {method!r}")
 
+    def _count_grads(self, fresh: bool) -> tuple[int, bool]:
+        """``(gradients, fresh after)`` of one step, counted as :meth:`InplaceKernel.step` counts."""
+        if self.method in EULER:
+            return 1, False
+        n = 0
+        for letter, _, _ in self._plan:
+            if letter == "A":
+                fresh = False
+            elif letter == "B" and not fresh:
+                n += 1
+                fresh = True
+        return n, fresh
+
     def noise_keys(self, initial_step: int, n_steps: int) -> list[tuple[int, int]] | Any:
         """The ``(step, substep)`` of every draw of ``n_steps`` steps from ``initial_step``, in order."""
         return ((n, k) for n in range(initial_step, initial_step + n_steps) for k in range(self.n_noise))
@@ -361,7 +382,10 @@ def make_kernel(
     Torch tensors on a device type of :data:`inertia.integrators.fused.FUSED_DEVICE_TYPES`
     (CUDA) get a :class:`~inertia.integrators.fused.FusedKernel`, the same kernel with a
     compiled multi-step :meth:`~inertia.integrators.fused.FusedKernel.steps` (where
-    ``torch.compile`` exists; else, with a logged warning, the plain in-place kernel).
+    ``torch.compile`` exists; else, with a logged warning, the plain in-place kernel). Otherwise,
+    with ``sigma == 0``, a NumPy array or a CPU tensor and numba installed
+    (:func:`inertia.integrators.compiled.available`), a
+    :class:`~inertia.integrators.fused_cpu.CpuFusedKernel` (chunks of steps in one numba loop).
 
     ``mass`` is a positive float or a ``(d,)`` sequence of floats (the JSON form of the run's mass).
     """
@@ -373,15 +397,29 @@ def make_kernel(
     theta_buf = _owned(theta)
     v_buf = _owned(v)
     kernel_type: type[InplaceKernel] = InplaceKernel
+    cuda_fused = False
     if is_torch(theta):
         from inertia.integrators import fused
 
-        if fused.fused_device(theta):
+        cuda_fused = fused.fused_device(theta)
+        if cuda_fused:
             if fused.available():
                 kernel_type = fused.FusedKernel
             else:
                 log.warning("torch.compile is not available: the %s run steps in place, unfused", method)
+    if not cuda_fused and sigma == 0.0 and _on_cpu(theta):
+        from inertia.integrators import compiled
+
+        if compiled.available():
+            from inertia.integrators.fused_cpu import CpuFusedKernel
+
+            kernel_type = CpuFusedKernel
     return kernel_type(method, lam, theta_buf, v_buf, mass=mass, friction=friction, sigma=sigma, dt=dt, t0=t0)
+
+
+def _on_cpu(x: Array) -> bool:
+    """True for a NumPy array or a CPU torch tensor (whose ``.numpy()`` view numba can step)."""
+    return not is_torch(x) or x.device.type == "cpu"
 
 
 def _owned(x: Array) -> Array:
