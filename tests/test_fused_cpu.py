@@ -10,8 +10,10 @@
   size;
 * divergence: the same first bad step, status, message and partial rows as the generic loop (the
   chunk with the blow-up is replayed step by step);
-* dispatch: never for ``sigma > 0``, never where the CUDA fused kernel applies; without numba the
-  in-place kernel runs and gives the same numbers;
+* dispatch: never for ``sigma > 0`` (then
+  :class:`~inertia.integrators.fused_cpu.CpuNoisyKernel`, see ``test_fused_cpu_noise.py``), never
+  where the CUDA fused kernel applies; without numba the in-place kernel runs and gives the same
+  numbers;
 * power control: a ``c1`` off by a relative 1e-6 fails the comparison.
 """
 
@@ -196,7 +198,7 @@ def test_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.ones((3, LAM.size))
     for arr in (x, x.astype(np.float32), torch.as_tensor(x), torch.as_tensor(x, dtype=torch.float32)):
         assert type(kernel_for(arr)) is fused_cpu.CpuFusedKernel
-        assert type(kernel_for(arr, sigma=0.1)) is inplace.InplaceKernel  # noisy: keyed noise
+        assert type(kernel_for(arr, sigma=0.1)) is fused_cpu.CpuNoisyKernel  # test_fused_cpu_noise.py
     monkeypatch.setattr(fused, "FUSED_DEVICE_TYPES", ("cpu", "cuda"))  # as on CUDA
     assert type(kernel_for(torch.as_tensor(x))) is fused.FusedKernel
     assert type(kernel_for(x)) is fused_cpu.CpuFusedKernel

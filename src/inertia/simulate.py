@@ -178,7 +178,8 @@ def simulate(
             compilation fails); on CPU without noise (``sigma = 0``) and with numba installed
             (the ``fast`` extra), chunks of up to 128 steps run in one numba loop over blocks of
             paths on all cores (:mod:`inertia.integrators.fused_cpu`; without numba, the
-            in-place kernel). One deterministic
+            in-place kernel), and with noise each step is one numba pass per noise draw on the
+            calling thread (the same keyed noise, filled as above). One deterministic
             path (``n_paths = 1``, ``sigma = 0``, NumPy, a built-in method) goes through the
             compiled loop of :mod:`inertia.integrators.compiled` for a built-in potential when
             numba is installed (the ``fast`` extra; float64 inside), else through a lean NumPy

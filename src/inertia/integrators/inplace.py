@@ -36,7 +36,10 @@ stays for recording and for replaying a chunk that diverged), and :func:`make_ke
 :class:`~inertia.integrators.fused.FusedKernel` for torch tensors on CUDA (``torch.compile``,
 with or without noise), and :class:`~inertia.integrators.fused_cpu.CpuFusedKernel` for
 ``sigma = 0`` on CPU (NumPy or CPU torch) when numba is installed (a numba loop over blocks of
-paths; without numba, this kernel). Noisy CPU runs always step here, with the keyed noise.
+paths; without numba, this kernel). Noisy CPU runs with numba get
+:class:`~inertia.integrators.fused_cpu.CpuNoisyKernel`, whose :meth:`step` is one compiled pass
+per noise draw with the same keyed noise (no ``steps``: one step at a time); without numba, this
+kernel.
 
 Why per-backend code here. STYLE.md asks for one core written against the Array API with no
 ``if torch`` branches, but the Array API has no in-place or ``out=`` arithmetic (its arrays may be
@@ -385,7 +388,9 @@ def make_kernel(
     ``torch.compile`` exists; else, with a logged warning, the plain in-place kernel). Otherwise,
     with ``sigma == 0``, a NumPy array or a CPU tensor and numba installed
     (:func:`inertia.integrators.compiled.available`), a
-    :class:`~inertia.integrators.fused_cpu.CpuFusedKernel` (chunks of steps in one numba loop).
+    :class:`~inertia.integrators.fused_cpu.CpuFusedKernel` (chunks of steps in one numba loop);
+    with ``sigma > 0`` there, a :class:`~inertia.integrators.fused_cpu.CpuNoisyKernel` (each
+    step one compiled pass per noise draw, the same keyed noise).
 
     ``mass`` is a positive float or a ``(d,)`` sequence of floats (the JSON form of the run's mass).
     """
@@ -407,13 +412,13 @@ def make_kernel(
                 kernel_type = fused.FusedKernel
             else:
                 log.warning("torch.compile is not available: the %s run steps in place, unfused", method)
-    if not cuda_fused and sigma == 0.0 and _on_cpu(theta):
+    if not cuda_fused and _on_cpu(theta):
         from inertia.integrators import compiled
 
         if compiled.available():
-            from inertia.integrators.fused_cpu import CpuFusedKernel
+            from inertia.integrators.fused_cpu import CpuFusedKernel, CpuNoisyKernel
 
-            kernel_type = CpuFusedKernel
+            kernel_type = CpuFusedKernel if sigma == 0.0 else CpuNoisyKernel
     return kernel_type(method, lam, theta_buf, v_buf, mass=mass, friction=friction, sigma=sigma, dt=dt, t0=t0)
 
 
