@@ -210,25 +210,6 @@ def test_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_without_numba_the_inplace_kernel_gives_the_same_numbers(
-    backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-    step = inplace.InplaceKernel.step
-
-    def spy(self: Any, n: int) -> int:
-        calls.append(n)
-        return step(self, n)
-
-    monkeypatch.setattr(inplace.InplaceKernel, "step", spy)
-    kw = dict(sigma=0.0, friction="3/t", mass=MASSES["vector"])
-    got = in_place(monkeypatch, backend, "baoab", fast=True, **kw)
-    assert len(calls) == 40  # stepped in place, one step at a time
-    assert_same_to_rounding(got, run(backend, "baoab", fast=True, **kw))
-    assert_same_to_rounding(got, run(backend, "baoab", fast=False, **kw))
-
-
 def test_slots() -> None:
     """Sub-steps packed into ``(B, A, O)`` slots, in order."""
     assert fused_cpu.slots(list("BAOAB")) == [[0, 1, 2], [-1, 3, -1], [4, -1, -1]]

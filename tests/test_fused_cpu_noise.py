@@ -134,10 +134,13 @@ def test_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
         fused_cpu.CpuNoisyKernel("baoab", np.ones(4), x, x, **{**args, "sigma": 0.0})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.4], ids=["noise-free", "noisy"])
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_without_numba_the_inplace_kernel_gives_the_same_numbers(
-    backend: str, monkeypatch: pytest.MonkeyPatch
+    backend: str, sigma: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without numba the plain in-place kernel steps one step at a time and gives the compiled
+    kernels' numbers (noise-free chunks and noisy steps alike)."""
     calls: list[int] = []
     step = inplace.InplaceKernel.step
 
@@ -146,12 +149,12 @@ def test_without_numba_the_inplace_kernel_gives_the_same_numbers(
         return step(self, n)
 
     monkeypatch.setattr(inplace.InplaceKernel, "step", spy)
-    kw = dict(sigma=0.4, friction="3/t", mass=MASSES["vector"])
+    kw = dict(sigma=sigma, friction="3/t", mass=MASSES["vector"])
     got = in_place(monkeypatch, backend, "baoab", fast=True, **kw)
     assert len(calls) == 40  # the plain in-place kernel
     calls.clear()
     assert_same_to_rounding(got, run(backend, "baoab", fast=True, **kw))
-    assert not calls  # the compiled step
+    assert not calls  # the compiled kernels
     assert_same_to_rounding(got, run(backend, "baoab", fast=False, **kw))
 
 

@@ -192,7 +192,6 @@ class FusedKernel(InplaceKernel):
         self._xi_one: Array = None
         self._coef_cache: dict[tuple[Any, ...], tuple[Array, Array]] = {}
         # gradient evaluations of one step, from a stale (False) or fresh (True) gradient
-        self._grad_count = {fresh: self._count_grads(fresh) for fresh in (False, True)}
 
     def _take(self, n: int, k: int) -> Array:
         """The keyed draw ``(seed, n, k)`` for an in-place step (a replay, or the fallback)."""
@@ -284,13 +283,7 @@ class FusedKernel(InplaceKernel):
         if not math.isfinite(float(kin.sum())):
             return 0, False
         self.theta, self.v, self.dissipated = theta, v, diss
-        n_grad = 0
-        fresh = self._grad_fresh
-        for _ in range(k):
-            count, fresh = self._grad_count[fresh]
-            n_grad += count
-        self._grad_fresh = fresh
-        return n_grad, True
+        return self._advance_grads(k), True
 
 
 def fused_device(theta: Array) -> bool:

@@ -310,7 +310,6 @@ class CpuFusedKernel(InplaceKernel):
         # the second buffers the chunk is written into (swapped in when it is finite)
         self._spare = (_like(theta), _like(self.v), _like(self.dissipated))
         self._kin = np.empty(int(theta.shape[0]), dtype=dtype)
-        self._grad_count = {fresh: self._count_grads(fresh) for fresh in (False, True)}
 
     def _coefficients(self, n0: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``c1[i, s]`` and ``w[i, s]`` of slot ``s`` of step ``n0 + i``, computed as
@@ -367,13 +366,7 @@ class CpuFusedKernel(InplaceKernel):
             return 0, False
         self._spare = (self.theta, self.v, self.dissipated)
         self.theta, self.v, self.dissipated = theta_out, v_out, diss_out
-        n_grad = 0
-        fresh = self._grad_fresh
-        for _ in range(k):
-            count, fresh = self._grad_count[fresh]
-            n_grad += count
-        self._grad_fresh = fresh
-        return n_grad, True
+        return self._advance_grads(k), True
 
 
 def _like(x: Array) -> Array:
@@ -533,7 +526,6 @@ class CpuNoisyKernel(InplaceKernel):
         self._mass_vec = np.ascontiguousarray(mass, dtype=dtype)
         self._kin = np.empty(int(theta.shape[0]), dtype=dtype)
         self._kin_valid = False
-        self._grad_count = {fresh: self._count_grads(fresh) for fresh in (False, True)}
 
     def step(self, n: int) -> int:
         """Step ``n`` as :meth:`InplaceKernel.step`, one compiled pass per segment."""
@@ -563,8 +555,7 @@ class CpuNoisyKernel(InplaceKernel):
             k += 1
             noisy_pass(theta, v, diss, self._kin, code, s1, s2, w, vec, xi, self._mass_vec, i == last)
         self._kin_valid = True
-        count, self._grad_fresh = self._grad_count[self._grad_fresh]
-        return count
+        return self._advance_grads(1)
 
     def _noise_coef_vec(self, c2: float) -> Any:
         """``c2 M^{-1/2}`` as :meth:`InplaceKernel._noise_coef` computes it (before the cast)."""

@@ -266,6 +266,16 @@ class InplaceKernel:
                 fresh = True
         return n, fresh
 
+    def _advance_grads(self, k: int) -> int:
+        """Book ``k`` steps taken outside :meth:`step` (a compiled chunk): the gradient evaluations
+        they count, as :meth:`step` would have counted them, updating the gradient cache flag."""
+        n_grad, fresh = 0, self._grad_fresh
+        for _ in range(k):
+            count, fresh = self._count_grads(fresh)
+            n_grad += count
+        self._grad_fresh = fresh
+        return n_grad
+
     def noise_keys(self, initial_step: int, n_steps: int) -> list[tuple[int, int]] | Any:
         """The ``(step, substep)`` of every draw of ``n_steps`` steps from ``initial_step``, in order."""
         return ((n, k) for n in range(initial_step, initial_step + n_steps) for k in range(self.n_noise))
