@@ -192,3 +192,18 @@ def _empty(text: str) -> Any:
     import argparse
 
     raise argparse.ArgumentTypeError(f"must be a non-empty comma-separated list, got {text!r}")
+
+
+def variant_list(allowed: Sequence[str]) -> Any:
+    """An argparse ``type`` for a comma-separated subset of ``allowed``, returned in the order of
+    ``allowed`` (``ArgumentTypeError`` naming the allowed values otherwise)."""
+    import argparse
+
+    def parse(text: str) -> list[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"variants must be among {', '.join(allowed)}, got {text!r}")
+        return [n for n in allowed if n in names]
+
+    return parse

@@ -78,7 +78,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -352,16 +351,45 @@ def runner_diffrax(dtype: str, method: str, impl: str, args: argparse.Namespace)
     import jax
 
     jax.config.update("jax_enable_x64", dtype == "float64")
+    import jax.numpy as jnp
+
+    n, d = args.n_paths, args.d
+    lam = jnp.asarray(eigenvalues(d), dtype=getattr(jnp, dtype))
+    final_state = diffrax_b1(impl, n, d, dtype)
+
+    def solve(key: Any, n_steps: int) -> Any:
+        theta, v = final_state(key, n_steps)
+        return jnp.mean(0.5 * jnp.sum(v * v, axis=1) + 0.5 * jnp.sum(lam * theta * theta, axis=1))
+
+    key = jax.random.key(args.seed)
+    t0 = time.perf_counter()
+    compiled = {args.steps: jax.jit(solve, static_argnums=1).lower(key, args.steps).compile()}
+    compile_s = time.perf_counter() - t0
+
+    def run(n_steps: int) -> float:
+        if n_steps not in compiled:
+            compiled[n_steps] = jax.jit(solve, static_argnums=1).lower(key, n_steps).compile()
+        return float(jax.block_until_ready(compiled[n_steps](key)))
+
+    return run, compile_s
+
+
+def diffrax_b1(impl: str, n: int, d: int, dtype: str) -> Callable[[Any, int], Any]:
+    """``final_state(key, n_steps) -> (theta, v)``: B1 solved by diffrax (``impl`` is
+    ``"diffrax_euler"``: ``Euler`` on a ``(theta, v)`` tuple with ``UnsafeBrownianPath``, or
+    ``"diffrax_align"``: ``ALIGN`` on the same SDE as an underdamped Langevin diffusion, with
+    ``u = sigma^2 / (2 gamma)`` and ``grad f = lambda theta / u``), constant step ``DT``, on jax's
+    default device; jit it with ``static_argnums=1``. Shared with ``ensemble_gpu.py``."""
     import diffrax
+    import jax
     import jax.numpy as jnp
 
     jdt = getattr(jnp, dtype)
-    n, d = args.n_paths, args.d
     lam = jnp.asarray(eigenvalues(d), dtype=jdt)
     shape = jax.ShapeDtypeStruct((n, d), jdt)
+    noise = tuple_noise_term(diffrax, jnp)
 
-    def solve(key: Any, n_steps: int) -> Any:
-        t1 = n_steps * DT
+    def final_state(key: Any, n_steps: int) -> Any:
         theta0, v0 = jnp.ones((n, d), jdt), jnp.zeros((n, d), jdt)
         if impl == "diffrax_euler":
             bm = diffrax.UnsafeBrownianPath(shape=shape, key=key)
@@ -370,7 +398,7 @@ def runner_diffrax(dtype: str, method: str, impl: str, args: argparse.Namespace)
                 theta, v = y
                 return v, -lam * theta - GAMMA * v
 
-            terms = diffrax.MultiTerm(diffrax.ODETerm(drift), _TupleNoise(bm))
+            terms = diffrax.MultiTerm(diffrax.ODETerm(drift), noise(bm))
             solver: Any = diffrax.Euler()
         else:  # diffrax_align: the same SDE as an underdamped Langevin diffusion
             bm = diffrax.UnsafeBrownianPath(shape=shape, key=key, levy_area=diffrax.SpaceTimeLevyArea)
@@ -384,7 +412,7 @@ def runner_diffrax(dtype: str, method: str, impl: str, args: argparse.Namespace)
             terms,
             solver,
             0.0,
-            t1,
+            n_steps * DT,
             DT,
             (theta0, v0),
             saveat=diffrax.SaveAt(t1=True),
@@ -392,21 +420,9 @@ def runner_diffrax(dtype: str, method: str, impl: str, args: argparse.Namespace)
             max_steps=n_steps,
             adjoint=diffrax.ForwardMode(),  # what UnsafeBrownianPath needs; no gradients here
         )
-        theta, v = (y[-1] for y in sol.ys)
-        return jnp.mean(0.5 * jnp.sum(v * v, axis=1) + 0.5 * jnp.sum(lam * theta * theta, axis=1))
+        return sol.ys[0][-1], sol.ys[1][-1]
 
-    _TupleNoise = tuple_noise_term(diffrax, jnp)
-    key = jax.random.key(args.seed)
-    t0 = time.perf_counter()
-    compiled = {args.steps: jax.jit(solve, static_argnums=1).lower(key, args.steps).compile()}
-    compile_s = time.perf_counter() - t0
-
-    def run(n_steps: int) -> float:
-        if n_steps not in compiled:
-            compiled[n_steps] = jax.jit(solve, static_argnums=1).lower(key, n_steps).compile()
-        return float(jax.block_until_ready(compiled[n_steps](key)))
-
-    return run, compile_s
+    return final_state
 
 
 def tuple_noise_term(diffrax: Any, jnp: Any) -> Any:
@@ -515,20 +531,16 @@ def peer_available(name: str) -> bool:
 
 
 def spawn(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name]
-    cmd += ["--n-paths", str(args.n_paths), "--d", str(args.d), "--steps", str(args.steps)]
-    cmd += ["--warmup-steps", str(args.warmup_steps), "--threads", str(args.threads)]
-    cmd += ["--seed", str(args.seed)]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        errors = [
-            ln for ln in lines if ln and not ln.startswith(" ") and ("Error" in ln or "Exception" in ln)
-        ]
-        tail = (errors or lines or ["(no message)"])[-1]
-        return {"error": f"worker exited with {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    argv = ["--worker", name, "--n-paths", str(args.n_paths), "--d", str(args.d), "--steps", str(args.steps)]
+    argv += [
+        "--warmup-steps",
+        str(args.warmup_steps),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+    ]
+    return common.spawn_worker(__file__, argv)
 
 
 def summarise(name: str, runs: list[dict[str, Any]], work: float) -> dict[str, Any]:

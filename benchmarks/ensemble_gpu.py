@@ -118,13 +118,9 @@ import time
 from typing import Any
 
 import _common as common
-from ensemble_b1 import tuple_noise_term
+from ensemble_b1 import DT, GAMMA, LAM_RANGE, SIGMA, diffrax_b1, eigenvalues  # problem B1, once
 
 D = 100
-GAMMA = 0.5
-SIGMA = 0.1
-DT = 0.01
-LAM_RANGE = (0.01, 1.0)
 FUSE = 10  # steps per call of compiled_10
 VARIANTS = (
     "simulate",
@@ -173,7 +169,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--processes", type=common.positive_int, default=1, help="fresh processes per variant (1)")
     p.add_argument("--save-every", type=common.positive_int, default=10, help="simulate_save_every's (10)")
-    p.add_argument("--variants", type=_variants, default=list(VARIANTS), help="comma-separated subset")
+    p.add_argument(
+        "--variants",
+        type=common.variant_list(VARIANTS),
+        default=list(VARIANTS),
+        help="comma-separated subset",
+    )
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default", help="torch.compile mode")
     p.add_argument("--copy-mib", type=common.positive_int, default=None, help="copy-bandwidth tensor (MiB)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
@@ -200,21 +201,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _variants(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in VARIANTS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"variants must be among {', '.join(VARIANTS)}, got {text!r}")
-    return [n for n in VARIANTS if n in names]
-
-
 # --------------------------------------------------------------------------------------------
 # the problem (the constants of ensemble_b1.py)
-
-
-def eigenvalues(d: int) -> list[float]:
-    lo, hi = (math.log10(x) for x in LAM_RANGE)
-    return [10 ** (lo + (hi - lo) * i / (d - 1)) if d > 1 else 10**lo for i in range(d)]
 
 
 def ou_coefficients(dt: float) -> tuple[float, float]:
@@ -382,51 +370,14 @@ def diffrax_worker(args: argparse.Namespace, name: str) -> list[dict[str, Any]] 
             return SKIPPED_JAX_NO_GPU
     else:
         dev = jax.devices("cpu")[0]
-    import diffrax
     import jax.numpy as jnp
-
-    TupleNoise = tuple_noise_term(diffrax, jnp)
 
     d = args.d
     out = []
     with jax.default_device(dev):
         lam = jnp.asarray(eigenvalues(d), dtype=jnp.float32)
         for n in args.n_paths:
-            shape = jax.ShapeDtypeStruct((n, d), jnp.float32)
-
-            def solve(key: Any, n_steps: int, n: int = n, shape: Any = shape) -> Any:
-                theta0, v0 = jnp.ones((n, d), jnp.float32), jnp.zeros((n, d), jnp.float32)
-                if name == "diffrax_euler":
-                    bm = diffrax.UnsafeBrownianPath(shape=shape, key=key)
-
-                    def drift(t: Any, y: Any, _: Any) -> Any:
-                        theta, v = y
-                        return v, -lam * theta - GAMMA * v
-
-                    terms = diffrax.MultiTerm(diffrax.ODETerm(drift), TupleNoise(bm))
-                    solver: Any = diffrax.Euler()
-                else:  # diffrax_align: the same SDE as an underdamped Langevin diffusion
-                    bm = diffrax.UnsafeBrownianPath(shape=shape, key=key, levy_area=diffrax.SpaceTimeLevyArea)
-                    u = SIGMA**2 / (2 * GAMMA)
-                    g = jnp.full((d,), GAMMA, jnp.float32)
-                    uu = jnp.full((d,), u, jnp.float32)
-                    drift_term = diffrax.UnderdampedLangevinDriftTerm(g, uu, lambda x, _: lam * x / u)
-                    terms = diffrax.MultiTerm(drift_term, diffrax.UnderdampedLangevinDiffusionTerm(g, uu, bm))
-                    solver = diffrax.ALIGN(0.1)
-                sol = diffrax.diffeqsolve(
-                    terms,
-                    solver,
-                    0.0,
-                    n_steps * DT,
-                    DT,
-                    (theta0, v0),
-                    saveat=diffrax.SaveAt(t1=True),
-                    stepsize_controller=diffrax.ConstantStepSize(),
-                    max_steps=n_steps,
-                    adjoint=diffrax.ForwardMode(),  # what UnsafeBrownianPath needs; no gradients
-                )
-                return sol.ys[0][-1], sol.ys[1][-1]
-
+            solve = diffrax_b1(name, n, d, "float32")
             key = jax.random.key(args.seed)
             t0 = time.perf_counter()
             compiled = jax.jit(solve, static_argnums=1).lower(key, args.n_steps).compile()

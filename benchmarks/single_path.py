@@ -89,7 +89,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--theta0", type=float, default=0.5, help="initial theta, every coordinate (0.5)")
     p.add_argument("--save-every", type=common.positive_int, default=100, help="record every (100)")
     p.add_argument("--processes", type=common.positive_int, default=3, help="fresh processes (3)")
-    p.add_argument("--variants", type=_variants, default=list(VARIANTS), help="comma-separated subset")
+    p.add_argument(
+        "--variants",
+        type=common.variant_list(VARIANTS),
+        default=list(VARIANTS),
+        help="comma-separated subset",
+    )
     p.add_argument("--no-peers", action="store_true", help="treat jax/diffrax as not installed")
     p.add_argument("--out", default=None, help="also write the JSON document to this file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -102,14 +107,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.worker is not None and args.worker not in VARIANTS:
         p.error(f"unknown variant {args.worker!r}")
     return args
-
-
-def _variants(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in VARIANTS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"variants must be among {', '.join(VARIANTS)}, got {text!r}")
-    return names
 
 
 # --------------------------------------------------------------------------------------------
