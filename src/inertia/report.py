@@ -264,6 +264,11 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     if manifest.get("error"):
         rows.append(("error", str(manifest["error"])))
     n = len(history)
+    tracked = manifest.get("tracked") or {}
+    for key, label in (("optimizer", "optimizer"), ("dtypes", "parameter dtype"), ("every", "every")):
+        if key in tracked:
+            value = tracked[key]
+            rows.append((label, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     rows.append(("rows", str(n)))
     bad = _first_nonfinite(history)
     rows.append(("first non-finite step", "none" if bad is None else str(bad)))
@@ -328,7 +333,7 @@ the terms do not explain. Every figure and table here is drawn from the run's ro
 (history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
 
 
-def _track_sections(has_metrics: bool) -> list[Section]:
+def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
     sections = [
         Section(
             "energies",
@@ -373,10 +378,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "residual",
             "How well the ledger closes",
             law="residual = delta_inertia - (sum of the terms);  relative = |residual| / sum |terms|",
-            text="""Every term is computed on its own from optimizer state, gradients and
-            losses, so the residual is a real check, not a definition. It is rounding error:
-            of the order of the unit roundoff of the parameters' precision (float32 for the
-            model of inertia track) relative to the energy that flowed.""",
+            text=f"""The residual checks the kinetic side of the ledger: the change of the
+            kinetic energy read from the optimizer's buffers against friction, numerical,
+            schedule, metric and decay and the work of the gradient the optimizer applied, each
+            computed on its own from optimizer state, gradients and parameters. The potential
+            enters only through curvature (and noise), defined as what the losses changed beyond
+            that work, so the residual cannot tell whether the loss passed to record() is the one
+            whose gradient the step used, and a gradient changed between backward and step
+            (clipping) lands in curvature. Where the tracker's assumptions hold it is rounding
+            error: of the order of the unit roundoff of the parameters' precision ({dtype})
+            relative to the energy that flowed.""",
             figures=("residual",),
         ),
     ]
@@ -391,6 +402,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             )
         )
     return sections
+
+
+def _dtype(manifest: dict[str, Any]) -> str:
+    """The parameters' dtype(s) the tracker saw (manifest ``tracked``), in words."""
+    dtypes = (manifest.get("tracked") or {}).get("dtypes")
+    if isinstance(dtypes, list) and dtypes:
+        return ("this run's parameters are " if len(dtypes) == 1 else "this run mixes ") + ", ".join(
+            map(str, dtypes)
+        )
+    return "not recorded for this run"
 
 
 def _steps_per_epoch(manifest: dict[str, Any]) -> int | None:
@@ -459,5 +480,5 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
-    sections = _track_sections((run / "metrics.csv").is_file())
+    sections = _track_sections((run / "metrics.csv").is_file(), _dtype(manifest))
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

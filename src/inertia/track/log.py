@@ -6,7 +6,8 @@ Both are *sinks* of :class:`inertia.track.InertiaTracker`: objects with ``write(
 A :class:`RunLog` run directory (kind ``"track"``, see :mod:`inertia.runs`)::
 
     manifest.json     kind "track", config, versions, command line, columns, status, start and
-                      end time, n_rows, first_nonfinite_step, the writing process; written
+                      end time, n_rows, first_nonfinite_step, the writing process, what the
+                      tracker tracks (optimizer, parameter dtypes, every); written
                       atomically, at the start, at the first non-finite row and at the end
     rows.csv          the append-only row log: a header, then one CSV line per row, each written
                       with a single unbuffered write as it comes (so a killed process loses
@@ -83,6 +84,7 @@ _RESERVED = _RUNDIR_KEYS | {
     "first_nonfinite_step",
     "resumes",
     "process",
+    "tracked",
 }
 
 
@@ -345,6 +347,13 @@ class RunLog:
             raise ValueError(f"`status` must be one of {STATUSES}, got {fields['status']!r}")
         self._data.update(fields)
         self.run.write_manifest(self._data, finished=self._closed)
+
+    def describe(self, info: Mapping[str, Any]) -> None:
+        """What the tracker tracks (optimizer, parameter dtypes, ``n_params``, mode, ``every``,
+        ...), stored in the manifest under ``tracked`` and written at once; called by
+        :class:`~inertia.track.InertiaTracker` when it is created."""
+        self._data["tracked"] = dict(info)
+        self.run.write_manifest(self._data)
 
     def finish(self, status: str, error: str | None = None) -> None:
         """The tracker's verdict on how the run ended, called by

@@ -111,7 +111,27 @@ def _as_scalar_tensor(name: str, value: Any) -> Any:
         return value.detach().reshape(())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
-    raise TypeError(f"`{name}` must be a scalar tensor or a number, got {type(value).__name__}")
+    # issue 9: NumPy scalars and arrays of one element (0-d included), booleans refused
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if kind in ("f", "i", "u") and getattr(value, "size", None) == 1 and hasattr(value, "item"):
+        return torch.tensor(float(value.item()), dtype=torch.float64)
+    raise TypeError(
+        f"`{name}` must be a scalar tensor, a number or a NumPy scalar, got {type(value).__name__}"
+    )
+
+
+def _check_lr(lr: Any, group: int, step: int | None) -> None:
+    """``ValueError`` naming the group (and step) unless ``lr`` is a finite number >= 0."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        when = "" if step is None else f" at optimizer step {step}"
+        raise ValueError(
+            f"`lr` of parameter group {group} must be a finite number >= 0{when} "
+            f"(the tracker's dt = sqrt(lr)), got {lr!r}"
+        )
 
 
 class InertiaTracker:
@@ -190,6 +210,22 @@ class InertiaTracker:
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
         self.sinks = list(sinks) if self._is_writer() else []
+        for i, group in enumerate(local.param_groups):  # issue 9: a clear error, not sqrt's
+            _check_lr(group.get("lr"), i, None)
+        # issue 9: what is tracked, for the run's manifest (the report names the dtype used)
+        self.info: dict[str, Any] = {
+            "optimizer": type(local).__name__,
+            "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in params}),
+            "n_params": int(sum(p.numel() for p in params)),
+            "mode": mode,
+            "every": every,
+            "nan_policy": nan_policy,
+            "layout": self.layout,
+        }
+        for sink in self.sinks:
+            describe = getattr(sink, "describe", None)
+            if callable(describe):
+                describe(self.info)
         if fresh is not None and not isinstance(fresh, bool):
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
@@ -279,6 +315,7 @@ class InertiaTracker:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
                 hp = self.mapping.snapshot(view, state)
+                _check_lr(hp.get("lr"), len(hps), j)  # issue 9: a scheduler may set any value
                 hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
                 parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
