@@ -6,7 +6,7 @@ written once against the Array API, so NumPy arrays and torch tensors (CPU or CU
 the same code; :func:`from_torch` and :func:`from_module` wrap any differentiable torch loss.
 
 The formulas of :class:`Quadratic`, :class:`DoubleWell`, :class:`QuarticChain` and
-:class:`Rosenbrock` also exist as numba kernels in :mod:`inertia.integrators.compiled` (the
+:class:`Rosenbrock` also exist as numba kernels in :mod:`inertia.kernels.compiled` (the
 compiled loop for long single paths reads each potential's public parameters); they evaluate the
 same expressions in the same order, ``tests/test_single_path.py`` pins them equal bit for bit, and
 a change here must be made there too.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from inertia._backend import Array, array_namespace, constant_like, is_torch
+from inertia._backend import Array, array_namespace, constant_like, is_torch, to_numpy
 
 __all__ = [
     "DoubleWell",
@@ -74,8 +74,24 @@ class Potential:
         return {"name": type(self).__name__, "dim": self.dim}
 
 
+def _host_float64(name: str, values: Any) -> np.ndarray:
+    """``values`` (a sequence, or an array of any backend on any device: eigenvalues and
+    matrices are small) as a new float64 NumPy array; a clear error for anything else."""
+    try:
+        if is_torch(values):
+            values = values.detach().to(device="cpu")
+        elif not isinstance(values, (np.ndarray, list, tuple)) and hasattr(values, "__dlpack__"):
+            values = to_numpy(values)
+        return np.array(values, dtype=np.float64)  # a copy: the potential must not alias its input
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"`{name}` must be an array of real numbers (any backend or device), got "
+            f"{type(values).__name__}: {exc}"
+        ) from exc
+
+
 def _as_vector(name: str, values: Any) -> np.ndarray:
-    arr = np.array(values, dtype=np.float64)  # a copy: the potential must not alias its input
+    arr = _host_float64(name, values)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"`{name}` must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -118,7 +134,7 @@ class Quadratic(Potential):
             self.eigenvalues = lam[order]
             self.eigenvectors = np.eye(lam.size)[:, order]
         else:
-            a = np.asarray(matrix, dtype=np.float64)
+            a = _host_float64("matrix", matrix)
             if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
                 raise ValueError(f"`matrix` must be square (d, d), got shape {a.shape}")
             if not np.all(np.isfinite(a)):
