@@ -334,8 +334,13 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "V_k = L(theta_k) + wd/2 ||theta_k||^2",
             text="""The potential is the minibatch loss the optimizer used at step k; the kinetic
             energy is read from the momentum buffer (and, for Adam and RMSprop, the
-            preconditioner that sets the mass). Dotted red lines mark non-finite rows; their
-            values are kept as NaN or inf in the data, never replaced by 0.""",
+            preconditioner that sets the mass). The energy axis turns logarithmic when the
+            energies span more than three decades (a diverging run). The bottom panel shows the
+            learning rate lr (left axis) and the friction gamma = -ln(mu)/dt (right axis,
+            dashed) of each step. In a long run the rows are drawn faint and their means over
+            windows of rows solid; dashed grey lines mark the epochs when the run knows them.
+            Red triangles at the top edge mark non-finite rows; their values are kept as NaN or
+            inf in the data, never drawn as numbers and never replaced by 0.""",
             figures=("energies",),
             tables=("summary",),
         ),
@@ -351,8 +356,13 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             (exact mode only; in cheap mode curvature carries it); schedule: the rescaling of
             the velocity when the learning rate (or Adam's bias correction) changes; metric:
             the change of a preconditioner (Adam, RMSprop); decay: the work of decoupled weight
-            decay (AdamW). Positive terms are stacked upwards, negative ones downwards; the
-            black line is the measured change. The table sums each term over the run.""",
+            decay (AdamW). Top: each term summed from the first row on, with the measured
+            change I_k - I_first in black. Middle: the terms of each step (of each window of
+            rows, in a long run) stacked, positive ones upwards and negative ones downwards,
+            with the measured change as the black line. Bottom: each term's share of sum |terms|,
+            which terms carry the energy. Axes turn symmetric-logarithmic when the values span
+            more than three decades; non-finite rows are left out of every sum and marked by red
+            triangles. The table sums each term over the run.""",
             figures=("ledger",),
             tables=("ledger_totals",),
         ),
@@ -378,6 +388,12 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             )
         )
     return sections
+
+
+def _steps_per_epoch(manifest: dict[str, Any]) -> int | None:
+    """The run's optimizer steps per epoch, if its configuration says (``steps_per_epoch``)."""
+    value = (manifest.get("config") or {}).get("steps_per_epoch")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def render_track(run_dir: RunDir | str | Path) -> Path:
@@ -406,9 +422,12 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
             f"got kind {manifest.get('kind')!r} in {str(run)!r}"
         )
     history = read_history(run)
+    epoch = _steps_per_epoch(manifest)
     figures = {
-        "energies": plots.training_energies(history, title="Energies of the tracked run"),
-        "ledger": plots.training_ledger(history),
+        "energies": plots.training_energies(
+            history, steps_per_epoch=epoch, title="Energies, learning rate and friction of the tracked run"
+        ),
+        "ledger": plots.training_ledger(history, steps_per_epoch=epoch),
         "residual": plots.training_residual(history, title="Residual of the ledger"),
     }
     for name, fig in figures.items():

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from inertia._backend import array_namespace, constant_like, normal, to_numpy
-from inertia._validate import finite_float, whole_number
+from inertia._validate import (
+    check_finite,
+    finite_float,
+    flag,
+    optional_callable,
+    real_array,
+    whole_number,
+)
 from inertia.dynamics import Friction, as_friction
 from inertia.integrators import get_method
 from inertia.kernels import Kernel, Run, Saves, saves_of, select
@@ -47,43 +54,29 @@ _ON_DIVERGENCE = ("raise", "stop")
 
 
 def _as_state_array(name: str, x: Any, ref: Any = None) -> Any:
-    """Arrays pass through (validated on their own device); Python scalars and sequences become
-    float64 NumPy; with ``ref``, ``x`` is put in ``ref``'s backend (a host array moves to
-    ``ref``'s device; nothing state-sized comes back to the host)."""
-    try:
-        array_namespace(x)
-        is_array = True
-    except TypeError:
-        is_array = False
-    if not is_array:
-        try:
-            x = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"`{name}` must be an array of real numbers, got {type(x).__name__}") from exc
-    elif isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
+    """Arrays keep their namespace and device (integers promoted to float64, booleans and complex
+    refused: :func:`inertia._validate.real_array`); Python scalars and sequences become float64
+    NumPy. The finiteness test runs where the array lives."""
+    x = real_array(name, x)
     if ref is not None and type(x) is not type(ref):
         x = constant_like(x if isinstance(x, np.ndarray) else to_numpy(x), ref)
     if x.ndim not in (1, 2):
         raise ValueError(f"`{name}` must have shape (d,) or (n_paths, d), got {tuple(x.shape)}")
-    _check_finite(name, x)
-    return x
-
-
-def _check_finite(name: str, x: Any) -> None:
-    """``x`` has no inf or NaN, checked where it lives: one reduction on its device and one
-    scalar read back (never a copy of ``x`` to the host)."""
-    xp = array_namespace(x)
-    if not bool(xp.all(xp.isfinite(x))):
-        raise ValueError(f"`{name}` must be finite (it holds inf or NaN)")
+    return check_finite(name, x)
 
 
 def _mass_array(mass: Any, d: int, ref: Any) -> tuple[Any, Any, Any, Any]:
     """``(mass, 1/mass, 1/sqrt(mass))`` as floats or ``(d,)`` backend arrays, and a JSON form."""
-    if np.isscalar(mass) or (isinstance(mass, np.ndarray) and mass.ndim == 0):
+    if isinstance(mass, bool):
+        raise TypeError(f"`mass` must be a positive number or a (d,) array, got {mass!r}")
+    if not np.isscalar(mass):
+        mass = real_array("mass", mass)  # the dtype rule: no booleans, no complex
+        if mass.ndim == 0:  # a 0-d array or tensor is a scalar mass
+            mass = float(to_numpy(mass))
+    if np.isscalar(mass):
         m = finite_float("mass", mass, minimum=0.0, strict=True)
         return m, 1.0 / m, 1.0 / math.sqrt(m), m
-    m_np = np.asarray(to_numpy(mass) if not isinstance(mass, (list, tuple)) else mass, dtype=np.float64)
+    m_np = np.asarray(to_numpy(mass), dtype=np.float64)
     if m_np.shape != (d,):
         raise ValueError(f"`mass` must be a positive scalar or have shape ({d},), got {m_np.shape}")
     if not np.all(np.isfinite(m_np)) or not np.all(m_np > 0):
@@ -205,6 +198,8 @@ def simulate(
             f"loss with potentials.from_torch), got {type(potential).__name__}"
         )
     meth = get_method(method)
+    fast = flag("fast", fast)
+    optional_callable("progress", progress, "progress(steps_done, n_steps)")
     dt = finite_float("dt", dt, minimum=0.0, strict=True)
     n_steps = whole_number("n_steps", n_steps, minimum=0)
     save_every = whole_number("save_every", save_every, minimum=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from inertia._backend import to_numpy
+from inertia._files import atomic_write_bytes, refuse_symlink
 
 __all__ = ["DivergenceError", "Trajectory", "finish"]
 
@@ -114,11 +116,19 @@ class Trajectory:
 
     def save(self, path: str | Path) -> Path:
         """Write the trajectory: ``.npz`` (all arrays and the config), ``.csv`` or ``.parquet``
-        (the long table of :meth:`to_pandas`). Refuses to overwrite an existing file."""
-        path = Path(path)
-        if path.exists():
+        (the long table of :meth:`to_pandas`).
+
+        The write is atomic (:func:`inertia._files.atomic_write_bytes`): an existing ``path`` is
+        never overwritten (``FileExistsError``; of several processes saving to one path exactly
+        one succeeds), a symbolic link at ``path`` is refused, and no fixed temporary name is
+        used, so nothing else in the folder is touched.
+        """
+        path = refuse_symlink(path, "path")
+        if os.path.lexists(path):
             raise FileExistsError(f"`path` already exists, refusing to overwrite: {path}")
         suffix = path.suffix.lower()
+        if suffix not in (".npz", ".csv", ".parquet"):
+            raise ValueError(f"`path` must end in .npz, .csv or .parquet, got {path.name!r}")
         if suffix == ".npz":
             meta = {
                 k: getattr(self, k)
@@ -138,16 +148,14 @@ class Trajectory:
                 v=to_numpy(self.v),
                 meta=np.asarray(json.dumps(meta)),
             )
-            _atomic_write(path, buf.getvalue())
+            data = buf.getvalue()
         elif suffix == ".csv":
-            _atomic_write(path, self.to_pandas().to_csv(index=False).encode())
-        elif suffix == ".parquet":
-            tmp = path.with_name(path.name + ".tmp")
-            self.to_pandas().to_parquet(tmp, index=False)
-            tmp.replace(path)
+            data = self.to_pandas().to_csv(index=False).encode()
         else:
-            raise ValueError(f"`path` must end in .npz, .csv or .parquet, got {path.name!r}")
-        return path
+            buf = io.BytesIO()
+            self.to_pandas().to_parquet(buf, index=False)
+            data = buf.getvalue()
+        return atomic_write_bytes(path, data, overwrite=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
@@ -159,12 +167,6 @@ class Trajectory:
             }
         config = meta.pop("config")
         return cls(**arrays, **meta, config=config)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def finish(

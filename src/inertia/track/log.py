@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -46,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from inertia._files import fsync_dir
 from inertia.runs import (
     HISTORY,
     MANIFEST,
@@ -113,16 +113,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a new directory entry durable (best effort: not every platform can open a folder)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class RunLog:
@@ -256,7 +246,7 @@ class RunLog:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         self._fd: int = os.open(file, flags, 0o666)
         if new:
-            _fsync_dir(self.run.path)
+            fsync_dir(self.run.path)
         if os.fstat(self._fd).st_size == 0:
             _write_all(self._fd, _line(self.columns))
         log.info("RunLog: writing %s", self.run.path)
