@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inertia._process import run_status
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -248,16 +249,18 @@ def _first_nonfinite(history: Any) -> int | None:
 def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     """A two-column table (``quantity``, ``value``, as text) summarising a tracked run.
 
-    Status, rows and steps, the first non-finite step (or ``none``), inertia at the first and
-    last row, the sum of the measured changes, the largest ``|residual|`` and the median
-    relative residual ``|residual| / sum |terms|`` over finite rows, and the scalar entries of
-    the manifest's ``results`` (e.g. the test accuracy of ``inertia track``).
+    Status (``interrupted`` for a run whose writer died while ``running``:
+    :func:`inertia.track.run_status`), rows and steps, the first non-finite step (or ``none``),
+    inertia at the first and last row, the sum of the measured changes, the largest
+    ``|residual|`` and the median relative residual ``|residual| / sum |terms|`` over finite
+    rows, and the scalar entries of the manifest's ``results`` (e.g. the test accuracy of
+    ``inertia track``).
     """
     import numpy as np
     import pandas as pd
 
     manifest = manifest or {}
-    rows: list[tuple[str, str]] = [("status", str(manifest.get("status", "unknown")))]
+    rows: list[tuple[str, str]] = [("status", run_status(manifest))]
     if manifest.get("error"):
         rows.append(("error", str(manifest["error"])))
     n = len(history)
@@ -438,8 +441,14 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     ):
         atomic_write_bytes(run / f"{name}.csv", table.to_csv(index=False, na_rep="nan").encode())
     bad = _first_nonfinite(history)
-    status = str(manifest.get("status", "unknown"))
+    status = run_status(manifest)
     lines = [_TRACK_INTRO, f"Status: {status}; {len(history)} rows."]
+    if status == "interrupted":
+        lines.append(
+            "The process writing this run ended without closing it (killed, out of memory, or "
+            "the machine restarted): the rows are those it wrote before; the report is drawn "
+            "from rows.csv."
+        )
     if bad is not None:
         policy = (manifest.get("config") or {}).get("nan_policy")
         lines.append(

@@ -196,6 +196,10 @@ class InertiaTracker:
         # without momentum): attaching to that mid-run needs fresh=False
         self.fresh = len(local.state) == 0 if fresh is None else fresh
         self.stopped = False
+        # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
+        self.status = "running"
+        self.error: str | None = None
+        self._closed = False
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -301,6 +305,11 @@ class InertiaTracker:
         Returns:
             The row of step ``k`` if it is recorded, else ``None``.
         """
+        if self._closed:  # issue 9
+            raise RuntimeError(
+                "InertiaTracker.record() called after close(): the tracker is closed (its hooks "
+                "are removed and its sinks finalised); create a new tracker to go on"
+            )
         if self.stopped:
             return None
         k = self._n_records
@@ -348,16 +357,33 @@ class InertiaTracker:
         return pd.DataFrame(self.rows, columns=list(COLUMNS))
 
     def close(self) -> None:
-        """Remove the optimizer hook and close the sinks (finalising a run directory)."""
+        """Remove the optimizer hook and close the sinks (finalising a run directory).
+
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
+        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
+        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
+        nothing.
+        """
+        if self._closed:  # issue 9
+            return
+        self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        if self.status == "running":
+            self.status = "complete"
         for sink in self.sinks:
+            finish = getattr(sink, "finish", None)
+            if callable(finish):
+                finish(self.status, self.error)
             sink.close()
 
     def __enter__(self) -> InertiaTracker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None and self.status != "failed":  # issue 9: an escaping error fails the run
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
         self.close()
 
     # ------------------------------------------------------------------ internals
@@ -375,9 +401,12 @@ class InertiaTracker:
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
         if self.nan_policy == "raise":
-            raise NonFiniteError(msg + " (nan_policy='raise'; use 'flag' or 'stop' to go on)")
+            msg += " (nan_policy='raise'; use 'flag' or 'stop' to go on)"
+            self.status, self.error = "failed", f"NonFiniteError: {msg}"  # issue 9
+            raise NonFiniteError(msg)
         if self.nan_policy == "stop":
             self.stopped = True
+            self.status = "stopped"  # issue 9
             log.warning("%s: tracking stopped (nan_policy='stop')", msg)
         elif not self._warned_nonfinite:  # 'flag': once; the rows carry finite=False
             log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
