@@ -309,7 +309,8 @@ class InertiaTracker:
         )
         pre = PreStep(new=self._pre.new, mutated=mutated)
         self._pre, self._versions = PreStep(), {}
-        hps, parts = [], []
+        hps: list[dict[str, float]] = []
+        parts: list[Any] = []
         with torch.no_grad():
             for group in self._local.param_groups:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
