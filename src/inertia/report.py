@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inertia._process import run_status
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -248,19 +249,26 @@ def _first_nonfinite(history: Any) -> int | None:
 def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     """A two-column table (``quantity``, ``value``, as text) summarising a tracked run.
 
-    Status, rows and steps, the first non-finite step (or ``none``), inertia at the first and
-    last row, the sum of the measured changes, the largest ``|residual|`` and the median
-    relative residual ``|residual| / sum |terms|`` over finite rows, and the scalar entries of
-    the manifest's ``results`` (e.g. the test accuracy of ``inertia track``).
+    Status (``interrupted`` for a run whose writer died while ``running``:
+    :func:`inertia.track.run_status`), rows and steps, the first non-finite step (or ``none``),
+    inertia at the first and last row, the sum of the measured changes, the largest
+    ``|residual|`` and the median relative residual ``|residual| / sum |terms|`` over finite
+    rows, and the scalar entries of the manifest's ``results`` (e.g. the test accuracy of
+    ``inertia track``).
     """
     import numpy as np
     import pandas as pd
 
     manifest = manifest or {}
-    rows: list[tuple[str, str]] = [("status", str(manifest.get("status", "unknown")))]
+    rows: list[tuple[str, str]] = [("status", run_status(manifest))]
     if manifest.get("error"):
         rows.append(("error", str(manifest["error"])))
     n = len(history)
+    tracked = manifest.get("tracked") or {}
+    for key, label in (("optimizer", "optimizer"), ("dtypes", "parameter dtype"), ("every", "every")):
+        if key in tracked:
+            value = tracked[key]
+            rows.append((label, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     rows.append(("rows", str(n)))
     bad = _first_nonfinite(history)
     rows.append(("first non-finite step", "none" if bad is None else str(bad)))
@@ -325,7 +333,7 @@ the terms do not explain. Every figure and table here is drawn from the run's ro
 (history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
 
 
-def _track_sections(has_metrics: bool) -> list[Section]:
+def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
     sections = [
         Section(
             "energies",
@@ -370,10 +378,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "residual",
             "How well the ledger closes",
             law="residual = delta_inertia - (sum of the terms);  relative = |residual| / sum |terms|",
-            text="""Every term is computed on its own from optimizer state, gradients and
-            losses, so the residual is a real check, not a definition. It is rounding error:
-            of the order of the unit roundoff of the parameters' precision (float32 for the
-            model of inertia track) relative to the energy that flowed.""",
+            text=f"""The residual checks the kinetic side of the ledger: the change of the
+            kinetic energy read from the optimizer's buffers against friction, numerical,
+            schedule, metric and decay and the work of the gradient the optimizer applied, each
+            computed on its own from optimizer state, gradients and parameters. The potential
+            enters only through curvature (and noise), defined as what the losses changed beyond
+            that work, so the residual cannot tell whether the loss passed to record() is the one
+            whose gradient the step used, and a gradient changed between backward and step
+            (clipping) lands in curvature. Where the tracker's assumptions hold it is rounding
+            error: of the order of the unit roundoff of the parameters' precision ({dtype})
+            relative to the energy that flowed.""",
             figures=("residual",),
         ),
     ]
@@ -388,6 +402,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             )
         )
     return sections
+
+
+def _dtype(manifest: dict[str, Any]) -> str:
+    """The parameters' dtype(s) the tracker saw (manifest ``tracked``), in words."""
+    dtypes = (manifest.get("tracked") or {}).get("dtypes")
+    if isinstance(dtypes, list) and dtypes:
+        return ("this run's parameters are " if len(dtypes) == 1 else "this run mixes ") + ", ".join(
+            map(str, dtypes)
+        )
+    return "not recorded for this run"
 
 
 def _steps_per_epoch(manifest: dict[str, Any]) -> int | None:
@@ -438,8 +462,14 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     ):
         atomic_write_bytes(run / f"{name}.csv", table.to_csv(index=False, na_rep="nan").encode())
     bad = _first_nonfinite(history)
-    status = str(manifest.get("status", "unknown"))
+    status = run_status(manifest)
     lines = [_TRACK_INTRO, f"Status: {status}; {len(history)} rows."]
+    if status == "interrupted":
+        lines.append(
+            "The process writing this run ended without closing it (killed, out of memory, or "
+            "the machine restarted): the rows are those it wrote before; the report is drawn "
+            "from rows.csv."
+        )
     if bad is not None:
         policy = (manifest.get("config") or {}).get("nan_policy")
         lines.append(
@@ -450,5 +480,5 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
-    sections = _track_sections((run / "metrics.csv").is_file())
+    sections = _track_sections((run / "metrics.csv").is_file(), _dtype(manifest))
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")
