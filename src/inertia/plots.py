@@ -17,6 +17,7 @@ DataFrame or a mapping of column name to 1-D array. The columns each function re
   ``residual_theory``.
 * :func:`drift` -- ``t, inertia`` (or ``abs_error``) and optional ``abs_error_theory``.
 * :func:`convergence` -- ``dt, error``.
+* :func:`restarts` -- ``step, kinetic, inertia`` and optional ``restart`` per run.
 * :func:`training_energies`, :func:`training_ledger`, :func:`training_residual` -- the rows of a
   tracked training run (:data:`inertia.track.COLUMNS`: ``step, kinetic, potential, inertia,
   delta_inertia``, the ledger terms of :data:`LEDGER_TERMS`, ``residual``, ``finite``), e.g.
@@ -57,6 +58,7 @@ __all__ = [
     "ensemble",
     "ledger",
     "png_bytes",
+    "restarts",
     "save",
     "training_energies",
     "training_ledger",
@@ -85,7 +87,7 @@ THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black
 _REF_OFFSET = 0.3
 
 #: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
-LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
 #: One colour per ledger term.
 LEDGER_COLORS = {
     "friction": "tab:purple",
@@ -95,6 +97,7 @@ LEDGER_COLORS = {
     "schedule": "tab:olive",
     "metric": "tab:pink",
     "decay": "tab:brown",
+    "restart": "tab:gray",
 }
 _NONFINITE = {"color": "crimson", "linestyle": ":", "linewidth": 1.2, "alpha": 0.8, "zorder": 1}
 
@@ -490,6 +493,47 @@ def training_energies(history: Any, *, title: str | None = None) -> Figure:
     bottom.set_xlabel("step")
     _mark_nonfinite([top, bottom], cols)
     for ax in (top, bottom):
+        ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
+    return _finish(fig, title)
+
+
+def restarts(panels: Mapping[str, Any], *, title: str | None = None, floor: float = 1e-16) -> Figure:
+    """Inertia of tracked runs relative to its start, against ``step`` (log), restarts marked.
+
+    One line per run of ``I / I(0)``; a dot on it at each row whose ``restart`` column is
+    nonzero (the kinetic energy a momentum restart of :class:`inertia.optim.EnergyRestart`
+    removed before that row). Below: ``K / I(0)``, which a restart sets to zero. Values below
+    ``floor`` are cut off (the runs are compared on their way down, not at rounding level).
+
+    Args:
+        panels: run name -> rows with ``step, kinetic, inertia`` and optional ``restart``.
+        title: figure title.
+        floor: the lower limit of both axes.
+    """
+    runs = _panels(panels, "restarts")
+    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    top, bottom = axes[0, 0], axes[1, 0]
+    for i, (name, data) in enumerate(runs):
+        cols = _history(data, "restarts", ("step", "kinetic", "inertia"))
+        color = _CYCLE[i % len(_CYCLE)]
+        step = cols["step"]
+        scale = cols["inertia"][0] if len(step) and cols["inertia"][0] > 0 else 1.0
+        inertia, kin = cols["inertia"] / scale, cols["kinetic"] / scale
+        shown = np.isfinite(inertia) & (inertia > floor)
+        top.semilogy(step[shown], inertia[shown], color=color, linewidth=1.4, label=name)
+        pos = np.isfinite(kin) & (kin > floor)
+        bottom.semilogy(step[pos], kin[pos], color=color, linewidth=1.0, alpha=0.8)
+        if "restart" in cols:
+            at = shown & np.isfinite(cols["restart"]) & (cols["restart"] != 0.0)
+            if np.any(at):
+                label = f"restarts of {name} ({int(np.sum(at))})"
+                top.plot(step[at], inertia[at], "o", color="black", markersize=2.2, label=label, zorder=3)
+    top.set_ylabel("I / I(0) (log)")
+    bottom.set_ylabel("K / I(0) (log)")
+    bottom.set_xlabel("step")
+    for ax in (top, bottom):
+        ax.set_ylim(bottom=floor)
         ax.grid(alpha=0.3, which="both")
     _shared_legend(fig, axes)
     return _finish(fig, title)
