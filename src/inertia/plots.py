@@ -525,9 +525,10 @@ def restarts(panels: Mapping[str, Any], *, title: str | None = None, floor: floa
         pos = np.isfinite(kin) & (kin > floor)
         bottom.semilogy(step[pos], kin[pos], color=color, linewidth=1.0, alpha=0.8)
         if "restart" in cols:
-            at = shown & np.isfinite(cols["restart"]) & (cols["restart"] != 0.0)
+            booked = np.isfinite(cols["restart"]) & (cols["restart"] != 0.0)
+            at = shown & booked
             if np.any(at):
-                label = f"restarts of {name} ({int(np.sum(at))})"
+                label = f"restarts of {name} ({int(np.sum(booked))})"
                 top.plot(step[at], inertia[at], "o", color="black", markersize=2.2, label=label, zorder=3)
     top.set_ylabel("I / I(0) (log)")
     bottom.set_ylabel("K / I(0) (log)")
