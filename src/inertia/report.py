@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inertia._process import run_status
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -248,19 +249,26 @@ def _first_nonfinite(history: Any) -> int | None:
 def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     """A two-column table (``quantity``, ``value``, as text) summarising a tracked run.
 
-    Status, rows and steps, the first non-finite step (or ``none``), inertia at the first and
-    last row, the sum of the measured changes, the largest ``|residual|`` and the median
-    relative residual ``|residual| / sum |terms|`` over finite rows, and the scalar entries of
-    the manifest's ``results`` (e.g. the test accuracy of ``inertia track``).
+    Status (``interrupted`` for a run whose writer died while ``running``:
+    :func:`inertia.track.run_status`), rows and steps, the first non-finite step (or ``none``),
+    inertia at the first and last row, the sum of the measured changes, the largest
+    ``|residual|`` and the median relative residual ``|residual| / sum |terms|`` over finite
+    rows, and the scalar entries of the manifest's ``results`` (e.g. the test accuracy of
+    ``inertia track``).
     """
     import numpy as np
     import pandas as pd
 
     manifest = manifest or {}
-    rows: list[tuple[str, str]] = [("status", str(manifest.get("status", "unknown")))]
+    rows: list[tuple[str, str]] = [("status", run_status(manifest))]
     if manifest.get("error"):
         rows.append(("error", str(manifest["error"])))
     n = len(history)
+    tracked = manifest.get("tracked") or {}
+    for key, label in (("optimizer", "optimizer"), ("dtypes", "parameter dtype"), ("every", "every")):
+        if key in tracked:
+            value = tracked[key]
+            rows.append((label, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     rows.append(("rows", str(n)))
     bad = _first_nonfinite(history)
     rows.append(("first non-finite step", "none" if bad is None else str(bad)))
@@ -325,7 +333,7 @@ the terms do not explain. Every figure and table here is drawn from the run's ro
 (history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
 
 
-def _track_sections(has_metrics: bool) -> list[Section]:
+def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
     sections = [
         Section(
             "energies",
@@ -334,8 +342,13 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "V_k = L(theta_k) + wd/2 ||theta_k||^2",
             text="""The potential is the minibatch loss the optimizer used at step k; the kinetic
             energy is read from the momentum buffer (and, for Adam and RMSprop, the
-            preconditioner that sets the mass). Dotted red lines mark non-finite rows; their
-            values are kept as NaN or inf in the data, never replaced by 0.""",
+            preconditioner that sets the mass). The energy axis turns logarithmic when the
+            energies span more than three decades (a diverging run). The bottom panel shows the
+            learning rate lr (left axis) and the friction gamma = -ln(mu)/dt (right axis,
+            dashed) of each step. In a long run the rows are drawn faint and their means over
+            windows of rows solid; dashed grey lines mark the epochs when the run knows them.
+            Red triangles at the top edge mark non-finite rows; their values are kept as NaN or
+            inf in the data, never drawn as numbers and never replaced by 0.""",
             figures=("energies",),
             tables=("summary",),
         ),
@@ -351,8 +364,13 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             (exact mode only; in cheap mode curvature carries it); schedule: the rescaling of
             the velocity when the learning rate (or Adam's bias correction) changes; metric:
             the change of a preconditioner (Adam, RMSprop); decay: the work of decoupled weight
-            decay (AdamW). Positive terms are stacked upwards, negative ones downwards; the
-            black line is the measured change. The table sums each term over the run.""",
+            decay (AdamW). Top: each term summed from the first row on, with the measured
+            change I_k - I_first in black. Middle: the terms of each step (of each window of
+            rows, in a long run) stacked, positive ones upwards and negative ones downwards,
+            with the measured change as the black line. Bottom: each term's share of sum |terms|,
+            which terms carry the energy. Axes turn symmetric-logarithmic when the values span
+            more than three decades; non-finite rows are left out of every sum and marked by red
+            triangles. The table sums each term over the run.""",
             figures=("ledger",),
             tables=("ledger_totals",),
         ),
@@ -360,10 +378,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "residual",
             "How well the ledger closes",
             law="residual = delta_inertia - (sum of the terms);  relative = |residual| / sum |terms|",
-            text="""Every term is computed on its own from optimizer state, gradients and
-            losses, so the residual is a real check, not a definition. It is rounding error:
-            of the order of the unit roundoff of the parameters' precision (float32 for the
-            model of inertia track) relative to the energy that flowed.""",
+            text=f"""The residual checks the kinetic side of the ledger: the change of the
+            kinetic energy read from the optimizer's buffers against friction, numerical,
+            schedule, metric and decay and the work of the gradient the optimizer applied, each
+            computed on its own from optimizer state, gradients and parameters. The potential
+            enters only through curvature (and noise), defined as what the losses changed beyond
+            that work, so the residual cannot tell whether the loss passed to record() is the one
+            whose gradient the step used, and a gradient changed between backward and step
+            (clipping) lands in curvature. Where the tracker's assumptions hold it is rounding
+            error: of the order of the unit roundoff of the parameters' precision ({dtype})
+            relative to the energy that flowed.""",
             figures=("residual",),
         ),
     ]
@@ -378,6 +402,22 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             )
         )
     return sections
+
+
+def _dtype(manifest: dict[str, Any]) -> str:
+    """The parameters' dtype(s) the tracker saw (manifest ``tracked``), in words."""
+    dtypes = (manifest.get("tracked") or {}).get("dtypes")
+    if isinstance(dtypes, list) and dtypes:
+        return ("this run's parameters are " if len(dtypes) == 1 else "this run mixes ") + ", ".join(
+            map(str, dtypes)
+        )
+    return "not recorded for this run"
+
+
+def _steps_per_epoch(manifest: dict[str, Any]) -> int | None:
+    """The run's optimizer steps per epoch, if its configuration says (``steps_per_epoch``)."""
+    value = (manifest.get("config") or {}).get("steps_per_epoch")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def render_track(run_dir: RunDir | str | Path) -> Path:
@@ -406,9 +446,12 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
             f"got kind {manifest.get('kind')!r} in {str(run)!r}"
         )
     history = read_history(run)
+    epoch = _steps_per_epoch(manifest)
     figures = {
-        "energies": plots.training_energies(history, title="Energies of the tracked run"),
-        "ledger": plots.training_ledger(history),
+        "energies": plots.training_energies(
+            history, steps_per_epoch=epoch, title="Energies, learning rate and friction of the tracked run"
+        ),
+        "ledger": plots.training_ledger(history, steps_per_epoch=epoch),
         "residual": plots.training_residual(history, title="Residual of the ledger"),
     }
     for name, fig in figures.items():
@@ -419,8 +462,14 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     ):
         atomic_write_bytes(run / f"{name}.csv", table.to_csv(index=False, na_rep="nan").encode())
     bad = _first_nonfinite(history)
-    status = str(manifest.get("status", "unknown"))
+    status = run_status(manifest)
     lines = [_TRACK_INTRO, f"Status: {status}; {len(history)} rows."]
+    if status == "interrupted":
+        lines.append(
+            "The process writing this run ended without closing it (killed, out of memory, or "
+            "the machine restarted): the rows are those it wrote before; the report is drawn "
+            "from rows.csv."
+        )
     if bad is not None:
         policy = (manifest.get("config") or {}).get("nan_policy")
         lines.append(
@@ -431,5 +480,5 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
-    sections = _track_sections((run / "metrics.csv").is_file())
+    sections = _track_sections((run / "metrics.csv").is_file(), _dtype(manifest))
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

@@ -6,8 +6,9 @@ Both are *sinks* of :class:`inertia.track.InertiaTracker`: objects with ``write(
 A :class:`RunLog` run directory (kind ``"track"``, see :mod:`inertia.runs`)::
 
     manifest.json     kind "track", config, versions, command line, columns, status, start and
-                      end time, n_rows, first_nonfinite_step; written atomically, at the start,
-                      at the first non-finite row and at the end
+                      end time, n_rows, first_nonfinite_step, the writing process, what the
+                      tracker tracks (optimizer, parameter dtypes, every); written
+                      atomically, at the start, at the first non-finite row and at the end
     rows.csv          the append-only row log: a header, then one CSV line per row, each written
                       with a single unbuffered write as it comes (so a killed process loses
                       nothing it recorded) and fsynced every ``fsync_every`` rows and at close
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from inertia._files import fsync_dir
+from inertia._process import owner, run_status
 from inertia.runs import (
     HISTORY,
     MANIFEST,
@@ -61,13 +63,15 @@ from inertia.runs import (
 )
 from inertia.track.tracker import COLUMNS
 
-__all__ = ["KIND", "STATUSES", "RunLog", "TensorBoardSink", "read_history"]
+__all__ = ["KIND", "STATUSES", "RunLog", "TensorBoardSink", "read_history", "run_status"]
 
 log = logging.getLogger(__name__)
 
 #: The manifest kind of a tracked run (``inertia report`` dispatches on it).
 KIND = "track"
-#: The values of the manifest's ``status``.
+#: The values of the manifest's ``status``: ``running`` until the log closes, then ``complete``,
+#: ``stopped`` (``nan_policy="stop"``) or ``failed`` (with ``error``). A reader reports a run whose
+#: writer died while ``running`` as ``interrupted`` (:func:`run_status`); that is never written.
 STATUSES = ("running", "complete", "stopped", "failed")
 
 _RUNDIR_KEYS = frozenset({"kind", "started", "finished", "command", "versions"})  # write_manifest's
@@ -79,6 +83,8 @@ _RESERVED = _RUNDIR_KEYS | {
     "fsync_every",
     "first_nonfinite_step",
     "resumes",
+    "process",
+    "tracked",
 }
 
 
@@ -209,6 +215,7 @@ class RunLog:
                 }
             )
             self._data.update(
+                process=owner(),  # issue 9: who writes, so that a reader can tell a dead run
                 status="running",
                 columns=list(cols),
                 history=None,
@@ -238,6 +245,7 @@ class RunLog:
                 "fsync_every": fsync_every,
                 "first_nonfinite_step": None,
                 "resumes": [],
+                "process": owner(),  # issue 9: who writes, so that a reader can tell a dead run
             }
             self.n_rows = 0
         self.run.write_manifest(self._data)  # atomic, before the first row
@@ -339,6 +347,28 @@ class RunLog:
             raise ValueError(f"`status` must be one of {STATUSES}, got {fields['status']!r}")
         self._data.update(fields)
         self.run.write_manifest(self._data, finished=self._closed)
+
+    def describe(self, info: Mapping[str, Any]) -> None:
+        """What the tracker tracks (optimizer, parameter dtypes, ``n_params``, mode, ``every``,
+        ...), stored in the manifest under ``tracked`` and written at once; called by
+        :class:`~inertia.track.InertiaTracker` when it is created."""
+        self._data["tracked"] = dict(info)
+        self.run.write_manifest(self._data)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """The tracker's verdict on how the run ended, called by
+        :meth:`InertiaTracker.close` just before :meth:`close`.
+
+        Sets ``status`` (and ``error``) unless :meth:`annotate` already set a status other than
+        ``"running"`` (the caller's word wins). Nothing is written until :meth:`close`.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"`status` must be one of {STATUSES}, got {status!r}")
+        if self._closed or self._data.get("status") != "running":
+            return
+        self._data["status"] = status
+        if error:
+            self._data["error"] = error
 
     def close(self) -> None:
         """Fsync and close the row log, write ``history.parquet`` atomically, finish the manifest.
