@@ -281,9 +281,33 @@ class InertiaTracker:
     def _hook_needed(self, j: int) -> bool:
         return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        # Python bookkeeping only: which parameters take their first step, and the version
-        # counters of the gradients (a step that writes into .grad bumps them)
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        self.note_gradients()
+        # issue 13: ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
+        # after this hook; note them again once the closure (backward, unscaling, clipping) is done
+        # (``args`` starts with the optimizer itself)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if callable(closure):
+            return args[:1], {**kwargs, "closure": self._noting(closure)}
+        return None
+
+    def _noting(self, closure: Callable[[], Any]) -> Callable[[], Any]:  # issue 13
+        def wrapped() -> Any:
+            out = closure()
+            self.note_gradients()
+            return out
+
+        return wrapped
+
+    def note_gradients(self) -> None:
+        """Take the pre-step bookkeeping now: the gradients in ``.grad`` are the ones the next
+        ``optimizer.step()`` applies (after accumulation, unscaling and clipping).
+
+        Called by the step pre-hook, and again after the closure of ``optimizer.step(closure)``;
+        call it yourself only if something rewrites ``.grad`` between the pre-hook and the update.
+        Python bookkeeping only: which parameters take their first step, and the gradients'
+        version counters (a step that writes into ``.grad`` bumps them).
+        """
         if self.stopped or not self._hook_needed(self._n_steps):
             return
         state = self._local.state
