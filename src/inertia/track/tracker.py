@@ -62,6 +62,7 @@ from inertia.track.distributed import (
     unpack_hparams,
 )
 from inertia.track.mapping import PreStep, StepTerms, mapping_for
+from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 
@@ -162,6 +163,12 @@ class InertiaTracker:
             initialised process group, or if DTensor parameters are not sharded once over the
             world (HSDP, tensor parallel) and no ``process_group`` is given.
         process_group: the ``torch.distributed`` group to reduce over (default: the world).
+        sharpness_every: add the columns of :data:`inertia.track.SHARPNESS_COLUMNS`: the
+            update curvature and threshold on every row, the (preconditioned) top Hessian
+            eigenvalue on rows ``n, 2n, ...`` (``record`` then needs a closure at the steps
+            before them; a multiple of ``every``). See :mod:`inertia.track.sharpness`.
+        warn_ratio: a :class:`~inertia.track.StabilityWarning` once when the sharpness reaches
+            this fraction of the stability threshold.
 
     Example:
         >>> import torch
@@ -187,6 +194,8 @@ class InertiaTracker:
         layout: str = "auto",
         process_group: Any = None,
         fresh: bool | None = None,
+        sharpness_every: int | None = None,
+        warn_ratio: float = 0.9,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
@@ -199,10 +208,10 @@ class InertiaTracker:
         # issue 14: a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
         # is tracked through the optimizer it wraps; each restart is booked in the `restart` column
         self._restarted: set[int] = set()  # the steps j after which the momentum was zeroed
-        self._restart_handle = None
+        self._restart_handle: Any = None
+        wrapper = None
         if hasattr(optimizer, "register_restart_hook") and hasattr(optimizer, "optimizer"):
-            self._restart_handle = optimizer.register_restart_hook(self._on_restart)
-            optimizer = optimizer.optimizer
+            wrapper, optimizer = optimizer, optimizer.optimizer
         local = (
             getattr(optimizer, "optim", None)
             if type(optimizer).__name__ == ("ZeroRedundancyOptimizer")
@@ -265,8 +274,14 @@ class InertiaTracker:
         import torch
 
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
+        if wrapper is not None:  # issue 14
+            self._restart_handle = wrapper.register_restart_hook(self._on_restart)
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
+        # issue 12: sharpness beside the ledger (inertia.track.sharpness)
+        self._sharpness = None
+        if sharpness_every is not None:
+            self._sharpness = _sharpness_monitor(self, sharpness_every, warn_ratio)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -290,9 +305,33 @@ class InertiaTracker:
     def _hook_needed(self, j: int) -> bool:
         return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        # Python bookkeeping only: which parameters take their first step, and the version
-        # counters of the gradients (a step that writes into .grad bumps them)
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        self.note_gradients()
+        # issue 13: ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
+        # after this hook; note them again once the closure (backward, unscaling, clipping) is done
+        # (``args`` starts with the optimizer itself)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if callable(closure):
+            return args[:1], {**kwargs, "closure": self._noting(closure)}
+        return None
+
+    def _noting(self, closure: Callable[[], Any]) -> Callable[[], Any]:  # issue 13
+        def wrapped() -> Any:
+            out = closure()
+            self.note_gradients()
+            return out
+
+        return wrapped
+
+    def note_gradients(self) -> None:
+        """Take the pre-step bookkeeping now: the gradients in ``.grad`` are the ones the next
+        ``optimizer.step()`` applies (after accumulation, unscaling and clipping).
+
+        Called by the step pre-hook, and again after the closure of ``optimizer.step(closure)``;
+        call it yourself only if something rewrites ``.grad`` between the pre-hook and the update.
+        Python bookkeeping only: which parameters take their first step, and the gradients'
+        version counters (a step that writes into ``.grad`` bumps them).
+        """
         if self.stopped or not self._hook_needed(self._n_steps):
             return
         state = self._local.state
@@ -394,6 +433,8 @@ class InertiaTracker:
                     "of the same batch at the parameters after the step"
                 )
             self._closures[k] = self._evaluate(closure)
+        if self._sharpness is not None:  # issue 12
+            self._sharpness.measure(k, closure)
         self._n_records += 1
         for old in [s for s in self._losses if s < k - 1]:
             del self._losses[old]
@@ -402,6 +443,10 @@ class InertiaTracker:
         if not self._recorded(k):
             return None
         row = self._row(k)
+        if self._sharpness is not None:  # issue 12
+            hook = self._hooks.get(k - 1)
+            terms = self._assembled.get(k - 1)
+            row.update(self._sharpness.columns(k, row, terms, hook.hps if hook and terms else None))
         self.rows.append(row)
         for sink in self.sinks:
             sink.write(row)
@@ -414,7 +459,12 @@ class InertiaTracker:
         """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`)."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The row columns: :data:`COLUMNS`, then :data:`SHARPNESS_COLUMNS` with ``sharpness_every``."""
+        return list(COLUMNS) + (list(SHARPNESS_COLUMNS) if self._sharpness is not None else [])
 
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory).
@@ -432,6 +482,8 @@ class InertiaTracker:
         self._pre_handle.remove()
         if self._restart_handle is not None:  # issue 14
             self._restart_handle.remove()
+        if self._sharpness is not None:  # issue 12
+            self._sharpness.close()
         if self.status == "running":
             self.status = "complete"
         for sink in self.sinks:
@@ -606,3 +658,27 @@ def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:  # issue 14
     """A step's terms after a restart zeroed the momentum it left: no kinetic energy, nothing
     carried forward."""
     return [dataclasses.replace(t, kinetic=0.0, forward=0.0) for t in terms]
+
+
+def _sharpness_monitor(tracker: InertiaTracker, every: int, warn_ratio: float) -> SharpnessMonitor:
+    """Issue 12: the tracker's :class:`~inertia.track.sharpness.SharpnessMonitor`; its sinks must
+    take the added columns."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % tracker.every:
+        raise ValueError(
+            f"`sharpness_every` must be a positive multiple of `every` ({tracker.every}), got {every!r}"
+        )
+    for sink in tracker.sinks:
+        cols = getattr(sink, "columns", None)
+        if cols is not None and not set(SHARPNESS_COLUMNS) <= set(cols):
+            raise ValueError(
+                "a sink's columns lack the sharpness columns: create it with "
+                "columns=inertia.track.COLUMNS + inertia.track.SHARPNESS_COLUMNS"
+            )
+    return SharpnessMonitor(
+        tracker.optimizer,
+        tracker.mapping,
+        every,
+        warn_ratio=warn_ratio,
+        exact=tracker.mode == "exact",
+        process_group=tracker.process_group,
+    )
