@@ -203,7 +203,7 @@ class FusedKernel(InplaceKernel):
         """The keyed draw ``(seed, n, k)`` for an in-place step (a replay, or the fallback)."""
         if self._xi_one is None:
             self._xi_one = self.theta.new_empty(self.theta.shape)
-        return normal_into((self.seed, n, k), self._xi_one)
+        return normal_into((self.seed, n, k), self._xi_one, row_offset=self.row_offset)
 
     def _coefficients(self, n0: int, k: int) -> tuple[Array, Array]:
         """``coef[i, j] = (c1, 1 - c1^2)`` and ``noise[i, j]`` (the noise coefficient, ``(1,)`` or
@@ -246,7 +246,7 @@ class FusedKernel(InplaceKernel):
             self._xi[k] = xi
         for i in range(k):
             for j in range(self.n_noise):
-                normal_into((self.seed, n0 + i, j), xi[i * self.n_noise + j])
+                normal_into((self.seed, n0 + i, j), xi[i * self.n_noise + j], row_offset=self.row_offset)
         return xi
 
     def advance(self, n0: int, k: int, saves: Saves, replay: bool = False) -> int | None:
