@@ -684,9 +684,10 @@ def training_ledger(
 
     * cumulative: each term summed over the rows up to ``k`` (one line per term), and the
       measured change ``I_k - I_first`` of the inertia column (black): the terms add up to it
-      when every step is recorded;
+      when every step is recorded, and the title says when the rows only sample the run;
     * per window: the rows are summed in at most ``max_bars`` consecutive windows; each window
-      is a bar from its first step to its last, positive terms stacked upwards from 0, negative
+      is a bar from its first step to its last (a single row of a run recorded every ``n``-th
+      step is a bar one step wide: it books that step only), positive terms stacked upwards from 0, negative
       ones downwards, so the net height is their sum; the black line is the measured
       ``delta_inertia`` summed over the same rows;
     * share: ``sum |term| / sum over terms of sum |term|`` per window (stacked to 1): which
@@ -737,10 +738,11 @@ def training_ledger(
     _scale(cum_ax, *drawn)
     cum_ax.set_ylabel("cumulative")
 
-    # windows
+    # windows; rows that sample the run (every > 1) book one step each: a bar is one step wide
     size = _window(len(step), max_bars)
     right = _reduce(step, size, "max")
-    left = np.concatenate([[step[0] - 1.0], right[:-1]])
+    sampled = len(step) > 1 and float(np.max(np.diff(step))) > 1
+    left = right - 1.0 if sampled and size == 1 else np.concatenate([[step[0] - 1.0], right[:-1]])
     sums = {t: _reduce(v, size, "sum") for t, v in terms.items()}
     up, down = np.zeros(len(right)), np.zeros(len(right))
     for t, v in sums.items():
@@ -801,6 +803,12 @@ def training_ledger(
     if title is None:
         what = "each step k-1 -> k" if size == 1 else f"sums over windows of {size} rows"
         title = f"Ledger of the inertia I = K + V: cumulative; terms stacked ({what}); each term's share"
+        if sampled:
+            span = int(np.nanmax(cols["step"]) - np.nanmin(cols["step"]))
+            title += (
+                f"; the rows book {len(step)} of the run's {span} steps, so the sums of the terms "
+                "cover those steps only (black: the measured change)"
+            )
     return _finish(fig, title)
 
 

@@ -6,7 +6,8 @@ Both are *sinks* of :class:`inertia.track.InertiaTracker`: objects with ``write(
 A :class:`RunLog` run directory (kind ``"track"``, see :mod:`inertia.runs`)::
 
     manifest.json     kind "track", config, versions, command line, columns, status, start and
-                      end time, n_rows, first_nonfinite_step, the writing process; written
+                      end time, n_rows, first_nonfinite_step, the writing process, what the
+                      tracker tracks (optimizer, parameter dtypes, every); written
                       atomically, at the start, at the first non-finite row and at the end
     rows.csv          the append-only row log: a header, then one CSV line per row, each written
                       with a single unbuffered write as it comes (so a killed process loses
@@ -62,7 +63,7 @@ from inertia.runs import (
 )
 from inertia.track.tracker import COLUMNS
 
-__all__ = ["KIND", "STATUSES", "RunLog", "TensorBoardSink", "read_history", "run_status"]
+__all__ = ["KIND", "STATUSES", "RunLog", "TensorBoardSink", "read_history", "row_scalars", "run_status"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ _RESERVED = _RUNDIR_KEYS | {
     "first_nonfinite_step",
     "resumes",
     "process",
+    "tracked",
 }
 
 
@@ -346,6 +348,13 @@ class RunLog:
         self._data.update(fields)
         self.run.write_manifest(self._data, finished=self._closed)
 
+    def describe(self, info: Mapping[str, Any]) -> None:
+        """What the tracker tracks (optimizer, parameter dtypes, ``n_params``, mode, ``every``,
+        ...), stored in the manifest under ``tracked`` and written at once; called by
+        :class:`~inertia.track.InertiaTracker` when it is created."""
+        self._data["tracked"] = dict(info)
+        self.run.write_manifest(self._data)
+
     def finish(self, status: str, error: str | None = None) -> None:
         """The tracker's verdict on how the run ended, called by
         :meth:`InertiaTracker.close` just before :meth:`close`.
@@ -400,16 +409,37 @@ class RunLog:
         return f"RunLog({str(self.run.path)!r}, {self.n_rows} rows, {state})"
 
 
+def row_scalars(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """A row as ``{prefix + column: float}`` for a metrics logger, ``step`` left out.
+
+    ``finite`` becomes 1.0 or 0.0. In a row with ``finite == False`` every value is kept as it
+    is, NaN and infinities included, so the blow-up shows; in a finite row a NaN means "not
+    defined here" (row 0 has no ledger; ``noise`` is NaN in cheap mode) and is left out.
+
+    Example:
+        >>> row_scalars({"step": 3, "inertia": 1.5, "noise": float("nan"), "finite": True}, "i/")
+        {'i/inertia': 1.5, 'i/finite': 1.0}
+    """
+    finite = bool(row.get("finite", True))
+    out = {}
+    for name, value in row.items():
+        if name == "step":
+            continue
+        x = float(value.item() if hasattr(value, "item") else value)
+        if math.isnan(x) and finite:
+            continue
+        out[f"{prefix}{name}"] = x
+    return out
+
+
 class TensorBoardSink:
     """A tracker sink that sends each row to a TensorBoard-style writer as scalars.
 
     ``writer`` is any object with ``add_scalar(tag, value, global_step)``, e.g.
     ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package, which inertia
     does not depend on). Each column except ``step`` becomes the scalar ``<prefix><column>`` at
-    ``global_step = step``; ``finite`` is sent as 1.0 or 0.0. In a row with ``finite == False``
-    every value is sent as it is, NaN and infinities included, so the blow-up shows; in a finite
-    row a NaN means "not defined here" (row 0 has no ledger; ``noise`` is NaN in cheap mode)
-    and is not sent.
+    ``global_step = step``, converted by :func:`row_scalars` (``finite`` as 1.0 or 0.0; a NaN
+    is sent only in a non-finite row, where it shows the blow-up).
 
     Args:
         writer: the writer.
@@ -438,14 +468,8 @@ class TensorBoardSink:
     def write(self, row: Mapping[str, Any]) -> None:
         """Send the row's values as scalars at ``global_step = row["step"]``."""
         step = int(row["step"])
-        finite = bool(row.get("finite", True))
-        for name, value in row.items():
-            if name == "step":
-                continue
-            x = float(value.item() if hasattr(value, "item") else value)
-            if math.isnan(x) and finite:
-                continue
-            self.writer.add_scalar(f"{self.prefix}{name}", x, step)
+        for tag, x in row_scalars(row, self.prefix).items():
+            self.writer.add_scalar(tag, x, step)
 
     def close(self) -> None:
         """Flush the writer (and close it with ``close_writer=True``)."""
