@@ -162,7 +162,7 @@ def test_manifest_write_is_atomic_when_the_rename_fails(
     def broken_replace(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         run.write_manifest({"seed": 2})
     assert _snapshot(run.path) == before  # old manifest intact, no temporary file left

@@ -3,7 +3,7 @@
 The numerical core is written once against the Python Array API standard through
 ``array-api-compat``; NumPy is the default backend and PyTorch tensors (CPU or CUDA) go
 through the same code. The only per-backend code of the core lives here (and, for the in-place
-ensemble kernels, behind the small helper set of :mod:`inertia.integrators.inplace`):
+ensemble kernels, behind the small helper set of :mod:`inertia.kernels.inplace`):
 
 * :func:`to_numpy` copies a (possibly device) array to a NumPy array for recording;
 * :func:`normal_into` fills an array with standard normals from a *keyed* stream, and

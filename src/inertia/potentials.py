@@ -6,7 +6,7 @@ written once against the Array API, so NumPy arrays and torch tensors (CPU or CU
 the same code; :func:`from_torch` and :func:`from_module` wrap any differentiable torch loss.
 
 The formulas of :class:`Quadratic`, :class:`DoubleWell`, :class:`QuarticChain` and
-:class:`Rosenbrock` also exist as numba kernels in :mod:`inertia.integrators.compiled` (the
+:class:`Rosenbrock` also exist as numba kernels in :mod:`inertia.kernels.compiled` (the
 compiled loop for long single paths reads each potential's public parameters); they evaluate the
 same expressions in the same order, ``tests/test_single_path.py`` pins them equal bit for bit, and
 a change here must be made there too.
@@ -21,12 +21,14 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from inertia._backend import Array, array_namespace, constant_like, is_torch
+from inertia._backend import Array, array_namespace, constant_like, is_torch, to_numpy
+from inertia._validate import real_array
 
 __all__ = [
     "DoubleWell",
@@ -75,12 +77,22 @@ class Potential:
 
 
 def _as_vector(name: str, values: Any) -> np.ndarray:
-    arr = np.array(values, dtype=np.float64)  # a copy: the potential must not alias its input
+    """A copy (the potential must not alias its input) as a non-empty finite float64 vector;
+    integers are promoted, booleans and complex numbers refused (:func:`real_array`)."""
+    arr = np.array(to_numpy(real_array(name, values)), dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"`{name}` must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite, got {arr.tolist()}")
     return arr
+
+
+def _real(name: str, value: Any) -> float:
+    """``value`` as a float if it is a real number (not a bool, a string or complex), else
+    ``TypeError`` naming the argument; range checks are the caller's."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
 
 
 class Quadratic(Potential):
@@ -118,13 +130,18 @@ class Quadratic(Potential):
             self.eigenvalues = lam[order]
             self.eigenvectors = np.eye(lam.size)[:, order]
         else:
-            a = np.asarray(matrix, dtype=np.float64)
+            a = np.array(to_numpy(real_array("matrix", matrix)), dtype=np.float64)
             if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
                 raise ValueError(f"`matrix` must be square (d, d), got shape {a.shape}")
             if not np.all(np.isfinite(a)):
                 raise ValueError("`matrix` must be finite")
             if not np.allclose(a, a.T, rtol=1e-12, atol=1e-12 * np.abs(a).max()):
-                raise ValueError("`matrix` must be symmetric")
+                i, j = np.unravel_index(int(np.argmax(np.abs(a - a.T))), a.shape)
+                raise ValueError(
+                    f"`matrix` must be symmetric (to 1e-12 relative), got matrix[{i}, {j}] = "
+                    f"{float(a[i, j])!r} but matrix[{j}, {i}] = {float(a[j, i])!r} (largest asymmetry "
+                    f"{abs(a[i, j] - a[j, i]):.3g})"
+                )
             a = 0.5 * (a + a.T)
             lam, q = np.linalg.eigh(a)
             if not np.all(lam > 0):
@@ -176,9 +193,9 @@ class DoubleWell(Potential):
     def __init__(self, dim: int = 2, *, barrier: float = 1.0, stiffness: float = 1.0) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"`dim` must be an integer >= 1, got {dim!r}")
-        if not (np.isfinite(barrier) and barrier > 0):
+        if not (np.isfinite(_real("barrier", barrier)) and barrier > 0):
             raise ValueError(f"`barrier` must be finite and > 0, got {barrier!r}")
-        if not (np.isfinite(stiffness) and stiffness > 0):
+        if not (np.isfinite(_real("stiffness", stiffness)) and stiffness > 0):
             raise ValueError(f"`stiffness` must be finite and > 0, got {stiffness!r}")
         self.dim, self.barrier, self.stiffness = dim, float(barrier), float(stiffness)
 
@@ -203,9 +220,9 @@ class Rosenbrock(Potential):
     def __init__(self, dim: int = 2, *, a: float = 1.0, b: float = 100.0) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"`dim` must be an integer >= 2, got {dim!r}")
-        if not (np.isfinite(b) and b > 0):
+        if not (np.isfinite(_real("b", b)) and b > 0):
             raise ValueError(f"`b` must be finite and > 0, got {b!r}")
-        if not np.isfinite(a):
+        if not np.isfinite(_real("a", a)):
             raise ValueError(f"`a` must be finite, got {a!r}")
         self.dim, self.a, self.b = dim, float(a), float(b)
 
@@ -242,7 +259,7 @@ class QuarticChain(Potential):
             raise ValueError(f"`eigenvalues` must all be > 0, got {lam.tolist()}")
         if lam.size < 2:
             raise ValueError(f"QuarticChain needs dim >= 2, got {lam.size} eigenvalues")
-        if not (np.isfinite(beta) and beta >= 0):
+        if not (np.isfinite(_real("beta", beta)) and beta >= 0):
             raise ValueError(f"`beta` must be finite and >= 0, got {beta!r}")
         self.lam, self.beta, self.dim = lam, float(beta), int(lam.size)
         self._quadratic = Quadratic(lam)

@@ -38,19 +38,18 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from inertia._files import atomic_write_bytes
 
 __all__ = [
     "HISTORY",
@@ -103,47 +102,6 @@ def _now() -> _dt.datetime:
 
 def _iso(t: _dt.datetime) -> str:
     return t.isoformat(timespec="seconds")
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (Linux ``/proc``; else the common 022)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename.
-
-    Args:
-        path: the destination.
-        data: the bytes to write.
-        overwrite: if False, an existing ``path`` raises :class:`FileExistsError`.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"refusing to overwrite an existing file: {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def versions() -> dict[str, str]:

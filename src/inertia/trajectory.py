@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from inertia._backend import to_numpy
+from inertia._files import atomic_write_bytes, refuse_symlink
 
 __all__ = ["DivergenceError", "Trajectory", "finish"]
 
@@ -45,13 +47,15 @@ class Trajectory:
             diagonal quadratic) checks the per-path kinetic energy after every step and the
             potential (hence ``theta``) at saved steps; it flags the same step as the generic
             loop unless ``theta`` overflows at an unsaved step while ``v`` stays finite. The
-            chunked kernels (on CUDA, :mod:`inertia.integrators.fused`, chunks of up to 8 steps;
-            on CPU without noise, :mod:`inertia.integrators.fused_cpu`, up to 128) check the
+            chunked kernels (on CUDA, :mod:`inertia.kernels.fused`, chunks of up to 8 steps;
+            on CPU without noise, :mod:`inertia.kernels.fused_cpu`, up to 128) check the
             kinetic energy once per chunk (chunks end at saved steps) and, when it is not
             finite, replay the chunk step by step as the in-place loop: the same step, assuming
             a kinetic energy that became non-finite stays so to the end of the chunk.
         n_steps: steps taken; n_grad_evals: gradient evaluations.
-        method: the integrator; config: the arguments of the run (JSON-serialisable).
+        method: the integrator; config: the arguments of the run (JSON-serialisable), with
+            ``config["kernel"]`` the kernel of :mod:`inertia.kernels` that stepped it (saved in
+            the ``.npz`` metadata and in :meth:`to_pandas`'s ``attrs``).
     """
 
     t: np.ndarray
@@ -87,13 +91,14 @@ class Trajectory:
         """A long table: one row per saved step and path.
 
         Columns ``step, t, path, kinetic, potential, inertia, dissipated``; ``paths`` selects a
-        subset of path indices (default: all).
+        subset of path indices (default: all). ``DataFrame.attrs`` carries the run's ``method``,
+        ``kernel`` (the :mod:`inertia.kernels` kernel that stepped it), ``status`` and ``config``.
         """
         import pandas as pd
 
         idx = np.arange(self.n_paths) if paths is None else np.atleast_1d(np.asarray(paths))
         n_t, n_p = self.n_saved, idx.size
-        return pd.DataFrame(
+        df = pd.DataFrame(
             {
                 "step": np.repeat(self.step, n_p),
                 "t": np.repeat(self.t, n_p),
@@ -104,14 +109,26 @@ class Trajectory:
                 "dissipated": self.dissipated[:, idx].reshape(-1),
             }
         )
+        df.attrs.update(
+            method=self.method, kernel=self.config.get("kernel"), status=self.status, config=dict(self.config)
+        )
+        return df
 
     def save(self, path: str | Path) -> Path:
         """Write the trajectory: ``.npz`` (all arrays and the config), ``.csv`` or ``.parquet``
-        (the long table of :meth:`to_pandas`). Refuses to overwrite an existing file."""
-        path = Path(path)
-        if path.exists():
+        (the long table of :meth:`to_pandas`).
+
+        The write is atomic (:func:`inertia._files.atomic_write_bytes`): an existing ``path`` is
+        never overwritten (``FileExistsError``; of several processes saving to one path exactly
+        one succeeds), a symbolic link at ``path`` is refused, and no fixed temporary name is
+        used, so nothing else in the folder is touched.
+        """
+        path = refuse_symlink(path, "path")
+        if os.path.lexists(path):
             raise FileExistsError(f"`path` already exists, refusing to overwrite: {path}")
         suffix = path.suffix.lower()
+        if suffix not in (".npz", ".csv", ".parquet"):
+            raise ValueError(f"`path` must end in .npz, .csv or .parquet, got {path.name!r}")
         if suffix == ".npz":
             meta = {
                 k: getattr(self, k)
@@ -131,16 +148,14 @@ class Trajectory:
                 v=to_numpy(self.v),
                 meta=np.asarray(json.dumps(meta)),
             )
-            _atomic_write(path, buf.getvalue())
+            data = buf.getvalue()
         elif suffix == ".csv":
-            _atomic_write(path, self.to_pandas().to_csv(index=False).encode())
-        elif suffix == ".parquet":
-            tmp = path.with_name(path.name + ".tmp")
-            self.to_pandas().to_parquet(tmp, index=False)
-            tmp.replace(path)
+            data = self.to_pandas().to_csv(index=False).encode()
         else:
-            raise ValueError(f"`path` must end in .npz, .csv or .parquet, got {path.name!r}")
-        return path
+            buf = io.BytesIO()
+            self.to_pandas().to_parquet(buf, index=False)
+            data = buf.getvalue()
+        return atomic_write_bytes(path, data, overwrite=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
@@ -152,12 +167,6 @@ class Trajectory:
             }
         config = meta.pop("config")
         return cls(**arrays, **meta, config=config)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def finish(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from inertia.track.adam import AdamMapping
-from inertia.track.log import RunLog, TensorBoardSink, read_history
+from inertia.track.log import RunLog, TensorBoardSink, read_history, run_status
 from inertia.track.mapping import MAPPINGS, Mapping, StepTerms, mapping_for, register_mapping
 from inertia.track.rmsprop import RMSpropMapping
 from inertia.track.sgd import SGDMapping
@@ -35,6 +35,7 @@ __all__ = [
     "mapping_for",
     "read_history",
     "register_mapping",
+    "run_status",
 ]
 
 register_mapping(torch.optim.SGD, SGDMapping())

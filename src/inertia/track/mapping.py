@@ -138,6 +138,13 @@ class Mapping(ABC):
         safe answer for a new mapping; the built-in ones say exactly when."""
         return True
 
+    def preconditioner(self, group: dict[str, Any], state: Any) -> list[Any]:
+        """The diagonal ``P`` of the step's metric for each parameter of ``group`` (``None``:
+        the identity, or no state yet), used by :mod:`inertia.curvature` for the
+        preconditioned sharpness ``lambda_max(P^{-1/2} H P^{-1/2})``. The default (SGD) is the
+        identity; adaptive mappings return the metric their ledger uses."""
+        return [None for _ in group["params"]]
+
     @abstractmethod
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         """The hyper-parameters of the step just taken (read before a scheduler changes them)."""

@@ -111,7 +111,27 @@ def _as_scalar_tensor(name: str, value: Any) -> Any:
         return value.detach().reshape(())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
-    raise TypeError(f"`{name}` must be a scalar tensor or a number, got {type(value).__name__}")
+    # issue 9: NumPy scalars and arrays of one element (0-d included), booleans refused
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if kind in ("f", "i", "u") and getattr(value, "size", None) == 1 and hasattr(value, "item"):
+        return torch.tensor(float(value.item()), dtype=torch.float64)
+    raise TypeError(
+        f"`{name}` must be a scalar tensor, a number or a NumPy scalar, got {type(value).__name__}"
+    )
+
+
+def _check_lr(lr: Any, group: int, step: int | None) -> None:
+    """``ValueError`` naming the group (and step) unless ``lr`` is a finite number >= 0."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        when = "" if step is None else f" at optimizer step {step}"
+        raise ValueError(
+            f"`lr` of parameter group {group} must be a finite number >= 0{when} "
+            f"(the tracker's dt = sqrt(lr)), got {lr!r}"
+        )
 
 
 class InertiaTracker:
@@ -190,12 +210,32 @@ class InertiaTracker:
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
         self.sinks = list(sinks) if self._is_writer() else []
+        for i, group in enumerate(local.param_groups):  # issue 9: a clear error, not sqrt's
+            _check_lr(group.get("lr"), i, None)
+        # issue 9: what is tracked, for the run's manifest (the report names the dtype used)
+        self.info: dict[str, Any] = {
+            "optimizer": type(local).__name__,
+            "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in params}),
+            "n_params": int(sum(p.numel() for p in params)),
+            "mode": mode,
+            "every": every,
+            "nan_policy": nan_policy,
+            "layout": self.layout,
+        }
+        for sink in self.sinks:
+            describe = getattr(sink, "describe", None)
+            if callable(describe):
+                describe(self.info)
         if fresh is not None and not isinstance(fresh, bool):
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
         self.fresh = len(local.state) == 0 if fresh is None else fresh
         self.stopped = False
+        # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
+        self.status = "running"
+        self.error: str | None = None
+        self._closed = False
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -228,9 +268,33 @@ class InertiaTracker:
     def _hook_needed(self, j: int) -> bool:
         return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        # Python bookkeeping only: which parameters take their first step, and the version
-        # counters of the gradients (a step that writes into .grad bumps them)
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        self.note_gradients()
+        # issue 13: ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
+        # after this hook; note them again once the closure (backward, unscaling, clipping) is done
+        # (``args`` starts with the optimizer itself)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if callable(closure):
+            return args[:1], {**kwargs, "closure": self._noting(closure)}
+        return None
+
+    def _noting(self, closure: Callable[[], Any]) -> Callable[[], Any]:  # issue 13
+        def wrapped() -> Any:
+            out = closure()
+            self.note_gradients()
+            return out
+
+        return wrapped
+
+    def note_gradients(self) -> None:
+        """Take the pre-step bookkeeping now: the gradients in ``.grad`` are the ones the next
+        ``optimizer.step()`` applies (after accumulation, unscaling and clipping).
+
+        Called by the step pre-hook, and again after the closure of ``optimizer.step(closure)``;
+        call it yourself only if something rewrites ``.grad`` between the pre-hook and the update.
+        Python bookkeeping only: which parameters take their first step, and the gradients'
+        version counters (a step that writes into ``.grad`` bumps them).
+        """
         if self.stopped or not self._hook_needed(self._n_steps):
             return
         state = self._local.state
@@ -269,12 +333,14 @@ class InertiaTracker:
         )
         pre = PreStep(new=self._pre.new, mutated=mutated)
         self._pre, self._versions = PreStep(), {}
-        hps, parts = [], []
+        hps: list[dict[str, float]] = []
+        parts: list[Any] = []
         with torch.no_grad():
             for group in self._local.param_groups:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
                 hp = self.mapping.snapshot(view, state)
+                _check_lr(hp.get("lr"), len(hps), j)  # issue 9: a scheduler may set any value
                 hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
                 parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
@@ -301,6 +367,11 @@ class InertiaTracker:
         Returns:
             The row of step ``k`` if it is recorded, else ``None``.
         """
+        if self._closed:  # issue 9
+            raise RuntimeError(
+                "InertiaTracker.record() called after close(): the tracker is closed (its hooks "
+                "are removed and its sinks finalised); create a new tracker to go on"
+            )
         if self.stopped:
             return None
         k = self._n_records
@@ -348,16 +419,33 @@ class InertiaTracker:
         return pd.DataFrame(self.rows, columns=list(COLUMNS))
 
     def close(self) -> None:
-        """Remove the optimizer hook and close the sinks (finalising a run directory)."""
+        """Remove the optimizer hook and close the sinks (finalising a run directory).
+
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
+        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
+        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
+        nothing.
+        """
+        if self._closed:  # issue 9
+            return
+        self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        if self.status == "running":
+            self.status = "complete"
         for sink in self.sinks:
+            finish = getattr(sink, "finish", None)
+            if callable(finish):
+                finish(self.status, self.error)
             sink.close()
 
     def __enter__(self) -> InertiaTracker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None and self.status != "failed":  # issue 9: an escaping error fails the run
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
         self.close()
 
     # ------------------------------------------------------------------ internals
@@ -375,9 +463,12 @@ class InertiaTracker:
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
         if self.nan_policy == "raise":
-            raise NonFiniteError(msg + " (nan_policy='raise'; use 'flag' or 'stop' to go on)")
+            msg += " (nan_policy='raise'; use 'flag' or 'stop' to go on)"
+            self.status, self.error = "failed", f"NonFiniteError: {msg}"  # issue 9
+            raise NonFiniteError(msg)
         if self.nan_policy == "stop":
             self.stopped = True
+            self.status = "stopped"  # issue 9
             log.warning("%s: tracking stopped (nan_policy='stop')", msg)
         elif not self._warned_nonfinite:  # 'flag': once; the rows carry finite=False
             log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
