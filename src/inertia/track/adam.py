@@ -134,6 +134,10 @@ class AdamMapping(Mapping):
             out.append((1.0 - b1**t) * adam_metric(s, 1.0 - b2**t, float(group["eps"])))
         return out
 
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``dtheta^T P dtheta = 2 eta (1 - beta1) K`` with ``P = (1 - beta1^t) M``."""
+        return 2.0 * hp["lr"] * (1.0 - hp["beta1"]) * terms.kinetic
+
     def reduce(
         self,
         group: dict[str, Any],

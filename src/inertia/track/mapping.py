@@ -145,6 +145,16 @@ class Mapping(ABC):
         identity; adaptive mappings return the metric their ledger uses."""
         return [None for _ in group["params"]]
 
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``dtheta^T P dtheta`` of the step (``P`` of :meth:`preconditioner`), from its terms.
+
+        For every heavy-ball form ``dtheta = dt v`` with ``K = 1/2 v^T M v``, so
+        ``dtheta^T M dtheta = 2 dt^2 K`` (the default); a mapping whose step is not of that form
+        (Nesterov) or whose ``P`` differs from ``M`` (Adam) overrides it. Gives the ledger's free
+        curvature along the update, ``2 B / dtheta^T P dtheta`` (:mod:`inertia.track.sharpness`).
+        """
+        return 2.0 * terms.dt**2 * terms.kinetic
+
     @abstractmethod
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         """The hyper-parameters of the step just taken (read before a scheduler changes them)."""

@@ -85,6 +85,13 @@ class SGDMapping(Mapping):
             "maximize": float(bool(group.get("maximize", False))),
         }
 
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``||dtheta||^2 = 2 dt^2 K`` (heavy ball, plain SGD); NaN for Nesterov, whose step
+        ``-eta (g + mu b)`` is not the velocity's."""
+        if hp["nesterov"] and hp["momentum"] != 0.0:
+            return math.nan
+        return 2.0 * terms.dt**2 * terms.kinetic
+
     def reduce(
         self,
         group: dict[str, Any],
