@@ -43,11 +43,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common  # noqa: E402
-import torch  # noqa: E402
+import _common
+import torch
 
-from inertia import curvature  # noqa: E402
-from inertia.track import InertiaTracker  # noqa: E402
+from inertia import curvature
+from inertia.track import InertiaTracker
 
 HVP_GOAL = 2.5
 
