@@ -42,6 +42,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/python benchmarks/tracker_overhead.py --out runs/bench/tracker_overhead.json
+	$(BIN)/python benchmarks/curvature.py --out runs/bench/curvature.json
 	$(BIN)/python benchmarks/ensemble_b1.py --out runs/bench/ensemble_b1.json
 	$(BIN)/python benchmarks/single_path.py --out runs/bench/single_path.json
 	$(BIN)/python benchmarks/accuracy.py --out runs/bench/accuracy.json --out-dir runs/bench --plot runs/bench/accuracy.png
