@@ -20,7 +20,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from inertia import plots
-from inertia.report import _steps_per_epoch
+from inertia.report import _steps_per_epoch, ledger_totals, track_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
@@ -42,7 +42,7 @@ def history(n: int, seed: int = 0) -> pd.DataFrame:
             "dt": np.sqrt(np.geomspace(0.1, 1e-4, n)),
             "gamma": np.full(n, 0.3),
             "kinetic": np.abs(rng.standard_normal(n)) * 1e-3,
-            "potential": 2.0 + np.cumsum(delta),
+            "potential": 0.0,  # set below, with the inertia
             "delta_inertia": delta,
             "friction": friction,
             "numerical": numerical,
@@ -55,8 +55,9 @@ def history(n: int, seed: int = 0) -> pd.DataFrame:
             "finite": True,
         }
     )
-    df["inertia"] = df["kinetic"] + df["potential"]
     df.loc[0, ["lr", "dt", "gamma", "delta_inertia", *TERMS, "residual"]] = math.nan
+    df["inertia"] = 2.0 + np.cumsum(np.nan_to_num(df["delta_inertia"].to_numpy()))  # closes
+    df["potential"] = df["inertia"] - df["kinetic"]
     return df
 
 
@@ -186,3 +187,33 @@ def test_the_report_rendering_example_runs(tmp_path: Path, monkeypatch: pytest.M
     runpy.run_path(str(script), run_name="__main__")
     html = (out / "short" / "report.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 3
+
+
+# -- honest totals when the rows sample the run (every > 1) -------------------------------------
+
+
+def test_totals_of_sampled_rows_are_labelled_with_the_measured_change_beside_them() -> None:
+    full = history(81)
+    sampled = full[full["step"] % 10 == 0].reset_index(drop=True)  # every = 10: single steps
+    totals = ledger_totals(sampled).set_index("term")
+    assert totals.loc["friction", "steps_summed"] == 8 and totals.loc["friction", "steps"] == 80
+    assert totals.loc["friction", "sampled"] and not totals.loc["inertia_change", "sampled"]
+    change = sampled["inertia"].iloc[-1] - sampled["inertia"].iloc[0]
+    np.testing.assert_allclose(totals.loc["inertia_change", "total"], change, rtol=1e-12)
+    summary = track_summary(sampled).set_index("quantity")["value"]
+    assert summary["steps summed"] == "8 of 80: the sums are over these steps only, a sample of the run"
+    # every step recorded: the sum of the changes is the measured change, nothing is sampled
+    totals = ledger_totals(full).set_index("term")
+    assert not totals["sampled"].any() and totals.loc["delta_inertia", "steps_summed"] == 80
+    np.testing.assert_allclose(
+        totals.loc["delta_inertia", "total"], totals.loc["inertia_change", "total"], rtol=1e-10
+    )
+    assert track_summary(full).set_index("quantity")["value"]["steps summed"] == "80 of 80"
+
+
+def test_a_sampled_row_is_a_bar_one_step_wide() -> None:
+    full = history(81)
+    sampled = full[full["step"] % 10 == 0].reset_index(drop=True)
+    fig = plots.training_ledger(sampled)
+    widths = {p.get_width() for p in fig.axes[1].patches}
+    assert widths == {1.0} and "the rows book 8 of the run's 80 steps" in fig.get_suptitle()

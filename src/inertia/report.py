@@ -230,7 +230,7 @@ def write_report(
 
 #: The figures of a tracked run's report (``<name>.png``).
 TRACK_FIGURES = ("energies", "ledger", "residual")
-_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
 
 
 def _fmt(x: Any) -> str:
@@ -251,7 +251,8 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
 
     Status (``interrupted`` for a run whose writer died while ``running``:
     :func:`inertia.track.run_status`), rows and steps, the first non-finite step (or ``none``),
-    inertia at the first and last row, the sum of the measured changes, the largest
+    inertia at the first and last row, the sum of the measured changes beside the measured
+    ``I_last - I_first`` and how many of the run's steps the sums cover, the largest
     ``|residual|`` and the median relative residual ``|residual| / sum |terms|`` over finite
     rows, and the scalar entries of the manifest's ``results`` (e.g. the test accuracy of
     ``inertia track``).
@@ -281,7 +282,12 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
                 rows.append((f"{col}: last row", _fmt(float(history[col].iloc[-1]))))
         ok = history[history["finite"].astype(bool)] if "finite" in history else history
         if "delta_inertia" in ok:
+            summed = int(ok["delta_inertia"].notna().sum())
+            _, steps = _span(history)
             rows.append(("sum of delta_inertia (finite rows)", _fmt(float(np.nansum(ok["delta_inertia"])))))
+            rows.append(("measured change I_last - I_first", _fmt(_inertia_change(history))))
+            note = "" if summed == steps else ": the sums are over these steps only, a sample of the run"
+            rows.append(("steps summed", f"{summed} of {steps}{note}"))
         if "residual" in ok and ok["residual"].notna().any():
             resid = ok["residual"].abs()
             flow = sum(ok[t].abs().fillna(0.0) for t in _LEDGER if t in ok)
@@ -295,13 +301,40 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     return pd.DataFrame(rows, columns=["quantity", "value"])
 
 
+def _span(history: Any) -> tuple[int, int]:
+    """``(ledger rows, optimizer steps from the first row to the last)``: each ledger row books
+    one step, so fewer rows than steps means the rows sample the run (``every > 1``)."""
+    if len(history) == 0 or "step" not in history:
+        return 0, 0
+    rows = int(history["delta_inertia"].notna().sum()) if "delta_inertia" in history else 0
+    return rows, int(history["step"].iloc[-1]) - int(history["step"].iloc[0])
+
+
+def _inertia_change(history: Any) -> float:
+    """``I_last - I_first`` over the rows whose inertia is finite (NaN without two such rows)."""
+    import numpy as np
+
+    if "inertia" not in history:
+        return math.nan
+    values = history["inertia"].to_numpy(dtype=float)
+    ok = np.flatnonzero(np.isfinite(values))
+    return float(values[ok[-1]] - values[ok[0]]) if len(ok) >= 2 else math.nan
+
+
 def ledger_totals(history: Any) -> Any:
     """Per ledger term: its ``total`` over the finite rows, ``mean`` per row and ``share``.
 
     ``share`` is the term's ``sum |term|`` over the total ``sum |term|`` of all terms: how much
     of the energy that flowed went through it. A term that is NaN in every row (``noise`` in
-    cheap mode) is reported as NaN with ``measured = False``; the residual is listed last, and its share
-    is relative to the same total. Non-finite rows are left out.
+    cheap mode) is reported as NaN with ``measured = False``; the residual and ``delta_inertia``
+    follow, and its share is relative to the same total. Non-finite rows are left out. The last
+    row, ``inertia_change``, is the measured ``I_last - I_first`` of the run.
+
+    Each row of the history books one optimizer step, so the totals are sums over the
+    ``steps_summed`` recorded steps (the finite ledger rows), out of the ``steps`` the run spans
+    from its first row to its last. ``sampled`` is True when they differ (``every > 1``, or
+    non-finite rows left out): the totals are then a sample of the run, not its sum, and only
+    ``inertia_change`` covers the whole run.
     """
     import numpy as np
     import pandas as pd
@@ -318,9 +351,16 @@ def ledger_totals(history: Any) -> Any:
         else:
             total = mean = share = math.nan
         out.append((term, total, mean, share))
+    _, steps = _span(history)
+    change = _inertia_change(history)
+    out.append(("inertia_change", change, change / steps if steps else math.nan, math.nan))
     df = pd.DataFrame(out, columns=["term", "total", "mean", "share"])
     df["measured"] = df["total"].notna()
     df["rows"] = np.int64(len(ok))
+    df["steps_summed"] = np.int64(len(ok))
+    df.loc[df["term"] == "inertia_change", "steps_summed"] = steps
+    df["steps"] = np.int64(steps)
+    df["sampled"] = df["steps_summed"] != df["steps"]
     return df
 
 
@@ -370,7 +410,10 @@ def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
             with the measured change as the black line. Bottom: each term's share of sum |terms|,
             which terms carry the energy. Axes turn symmetric-logarithmic when the values span
             more than three decades; non-finite rows are left out of every sum and marked by red
-            triangles. The table sums each term over the run.""",
+            triangles. The table sums each term over the recorded steps (each row books one
+            step); when the rows sample the run (every > 1) those sums are a sample, marked
+            sampled, and only inertia_change, the measured I_last - I_first, covers the whole
+            run.""",
             figures=("ledger",),
             tables=("ledger_totals",),
         ),
