@@ -18,7 +18,7 @@ Variants (``--variants``, comma-separated; all by default):
 
 * ``simulate``: ``inertia.simulate(Quadratic(lambda), theta0, method="baoab", seed=...,
   save_every=n_steps)`` on ``(n_paths, d)`` tensors on the device: the library's default path,
-  which on CUDA is the fused kernel of ``inertia.integrators.fused``: chunks of up to 8 BAOAB steps
+  which on CUDA is the fused kernel of ``inertia.kernels.fused``: chunks of up to 8 BAOAB steps
   in one ``torch.compile``-d graph (inductor), the state held on chip across the chunk, the keyed
   noise of the chunk's steps drawn beforehand by ``Tensor.normal_`` (one generator per key) into a
   ``(8, n_paths, d)`` buffer, one host sync per chunk for the divergence check. Its compilation

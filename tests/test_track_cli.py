@@ -305,8 +305,9 @@ def test_config_validation() -> None:
 def test_plots_handle_no_rows_nonfinite_rows_and_windows(track_run: TrackRun) -> None:
     df = read_history(track_run[0])
     empty = df.iloc[:0]
-    for fn in (plots.training_energies, plots.training_ledger, plots.training_residual):
-        assert len(fn(empty).axes) == 2
+    panels = {plots.training_energies: 3, plots.training_ledger: 3, plots.training_residual: 2}
+    for fn, n in panels.items():
+        assert len(fn(empty).axes) == n
     bad = df.copy()
     bad.loc[5, ["potential", "inertia", "delta_inertia", "curvature", "residual"]] = math.nan
     bad.loc[6, ["kinetic", "inertia"]] = math.inf

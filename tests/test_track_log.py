@@ -28,7 +28,7 @@ import torch
 
 from inertia import runs
 from inertia.runs import HISTORY, ROWS, create_run, read_history, read_manifest, read_rows
-from inertia.track import COLUMNS, InertiaTracker, RunLog, TensorBoardSink
+from inertia.track import COLUMNS, InertiaTracker, RunLog, TensorBoardSink, run_status
 from inertia.track import log as track_log
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -448,6 +448,8 @@ def test_a_run_killed_at_random_moments_leaves_a_readable_prefix(tmp_path: Path)
         run = tmp_path / f"killed{i}"
         manifest = read_manifest(run)  # whole JSON, never half a file
         assert manifest["kind"] == "track"
+        # the writer died while running: a reader says so (issue 9)
+        assert manifest["status"] == "running" and run_status(run) == "interrupted"
         rows = read_history(run)
         n = len(rows)
         lengths.append(n)

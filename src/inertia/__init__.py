@@ -11,7 +11,7 @@ Example:
     'success'
 """
 
-from inertia import dynamics, energy, integrators, potentials, stability, theory
+from inertia import curvature, dynamics, energy, integrators, potentials, stability, theory
 from inertia.dynamics import ConstantFriction, NesterovFriction
 from inertia.energy import inertia, kinetic, potential
 from inertia.integrators import METHODS
@@ -26,6 +26,7 @@ __all__ = [
     "NesterovFriction",
     "Trajectory",
     "__version__",
+    "curvature",
     "dynamics",
     "energy",
     "inertia",

@@ -17,6 +17,7 @@ DataFrame or a mapping of column name to 1-D array. The columns each function re
   ``residual_theory``.
 * :func:`drift` -- ``t, inertia`` (or ``abs_error``) and optional ``abs_error_theory``.
 * :func:`convergence` -- ``dt, error``.
+* :func:`restarts` -- ``step, kinetic, inertia`` and optional ``restart`` per run.
 * :func:`training_energies`, :func:`training_ledger`, :func:`training_residual` -- the rows of a
   tracked training run (:data:`inertia.track.COLUMNS`: ``step, kinetic, potential, inertia,
   delta_inertia``, the ledger terms of :data:`LEDGER_TERMS`, ``residual``, ``finite``), e.g.
@@ -45,6 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from inertia.simulate import Trajectory
 
@@ -57,6 +59,7 @@ __all__ = [
     "ensemble",
     "ledger",
     "png_bytes",
+    "restarts",
     "save",
     "training_energies",
     "training_ledger",
@@ -70,6 +73,8 @@ COLORS = {
     "inertia": "tab:green",
     "dissipated": "tab:purple",
     "ledger": "tab:gray",
+    "lr": "tab:olive",
+    "gamma": "tab:purple",
     "theory": "black",
     "euler": "tab:red",
     "symplectic_euler": "tab:brown",
@@ -85,7 +90,9 @@ THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black
 _REF_OFFSET = 0.3
 
 #: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
-LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
+#: Ledger terms that only some runs have (``restart``: with :class:`inertia.optim.EnergyRestart`).
+_OPTIONAL_TERMS = ("restart",)
 #: One colour per ledger term.
 LEDGER_COLORS = {
     "friction": "tab:purple",
@@ -95,8 +102,10 @@ LEDGER_COLORS = {
     "schedule": "tab:olive",
     "metric": "tab:pink",
     "decay": "tab:brown",
+    "restart": "tab:gray",
 }
-_NONFINITE = {"color": "crimson", "linestyle": ":", "linewidth": 1.2, "alpha": 0.8, "zorder": 1}
+_NONFINITE = {"color": "crimson", "marker": "v", "markersize": 6, "linestyle": "none", "zorder": 7}
+_EPOCH = {"color": "0.55", "linestyle": "--", "linewidth": 0.6, "alpha": 0.7, "zorder": 0}
 
 _SIM = {"linewidth": 2.6, "alpha": 0.55, "solid_capstyle": "round"}
 _THEORY = {"linestyle": "--", "linewidth": 1.4, "color": COLORS["theory"], "zorder": 5}
@@ -445,12 +454,20 @@ def _history(data: Any, where: str, needed: Sequence[str]) -> dict[str, np.ndarr
 
 
 def _mark_nonfinite(axes: Sequence[Any], cols: Mapping[str, np.ndarray]) -> None:
-    """A dotted red line at every non-finite row; the first one labelled with its step."""
+    """A red triangle at the top edge of each panel at every non-finite row (the first one
+    labelled with its step); the row's values are not drawn as numbers, and never as 0."""
     bad = cols["step"][~cols["finite"]]
+    if not len(bad):
+        return
     for ax in axes:
-        for i, step in enumerate(bad[:200]):
-            label = f"non-finite row (first at step {int(bad[0])})" if i == 0 else None
-            ax.axvline(step, label=label, **_NONFINITE)
+        ax.plot(
+            bad,
+            np.ones(len(bad)),
+            transform=ax.get_xaxis_transform(),
+            label=f"non-finite row (first at step {int(bad[0])})",
+            clip_on=False,
+            **_NONFINITE,
+        )
 
 
 def _no_rows(fig: Figure, axes: np.ndarray, title: str | None) -> Figure:
@@ -461,38 +478,237 @@ def _no_rows(fig: Figure, axes: np.ndarray, title: str | None) -> Figure:
     return _finish(fig, title)
 
 
-def training_energies(history: Any, *, title: str | None = None) -> Figure:
-    """Kinetic, potential and inertia of a tracked training run against ``step``.
+def _mark_epochs(axes: Sequence[Any], step: np.ndarray, steps_per_epoch: int | None) -> None:
+    """Thin grey lines at the epoch boundaries ``e * steps_per_epoch`` inside the steps drawn;
+    with more than about 40 epochs, every ``n``-th boundary (the legend says which)."""
+    if steps_per_epoch is None or not len(step):
+        return
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        raise ValueError(f"`steps_per_epoch` must be None or an integer >= 1, got {steps_per_epoch!r}")
+    lo, hi = float(np.nanmin(step)), float(np.nanmax(step))
+    n_epochs = int(hi // steps_per_epoch)
+    if n_epochs < 1:
+        return
+    stride = max(1, math.ceil(n_epochs / 40))
+    marks = [e * steps_per_epoch for e in range(stride, n_epochs + 1, stride) if e * steps_per_epoch >= lo]
+    what = "epoch boundaries" if stride == 1 else f"epoch boundaries (every {stride} epochs)"
+    for ax in axes:
+        for i, m in enumerate(marks):
+            ax.axvline(m, label=what if i == 0 else None, **_EPOCH)
+
+
+def _window(n: int, max_points: int) -> int:
+    """Rows per window so that at most ``max_points`` windows are drawn."""
+    return max(1, math.ceil(n / max_points))
+
+
+def _reduce(values: np.ndarray, size: int, how: str) -> np.ndarray:
+    """``sum``, ``mean``, ``max`` or ``min`` over consecutive windows of ``size`` values,
+    ignoring NaN (a window with no value is NaN); ``size = 1`` returns ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    if size == 1:
+        return values
+    pad = (-len(values)) % size
+    w = np.concatenate([values, np.full(pad, np.nan)]).reshape(-1, size)
+    empty = np.all(np.isnan(w), axis=1)
+    with np.errstate(all="ignore"):
+        filled = np.where(empty[:, None], 0.0, w)
+        out = {
+            "sum": lambda: np.nansum(filled, axis=1),
+            "mean": lambda: np.nanmean(filled, axis=1),
+            "max": lambda: np.nanmax(filled, axis=1),
+            "min": lambda: np.nanmin(filled, axis=1),
+        }[how]()
+    return np.where(empty, np.nan, out)
+
+
+def _scale(ax: Any, *arrays: np.ndarray, decades: float = 3.0) -> str:
+    """Choose the y scale from the values drawn: ``log`` when they are all positive and span
+    more than ``decades`` decades, ``symlog`` when they change sign and more than 5 % of them
+    lie ``decades`` decades below the largest magnitude, else linear. Returns the scale."""
+    v = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0)
+    v = v[np.isfinite(v)]
+    a = np.abs(v)
+    if not len(v) or a.max() == 0:
+        return "linear"
+    big = float(a.max())
+    nonzero = a[a > 0]
+    if np.all(v >= 0):  # exact zeros (a loss that underflowed) are left off a log scale
+        if big / float(nonzero.min()) >= 10**decades:
+            ax.set_yscale("log")
+            return "log"
+        return "linear"
+    if np.mean(nonzero < big * 10.0**-decades) > 0.05:
+        linthresh = max(float(np.percentile(nonzero, 10)), big * 1e-12)
+        first, last = math.ceil(math.log10(linthresh)), math.floor(math.log10(big))
+        stride = max(1, math.ceil((last - first) / 4))  # at most 5 labelled decades a side
+        ax.set_yscale("symlog", linthresh=linthresh, linscale=1.0, base=10.0**stride)
+        powers = [10.0**e for e in range(last, first - 1, -stride)]
+        ax.yaxis.set_major_locator(FixedLocator([-p for p in powers] + [0.0] + powers[::-1]))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(_power_label))
+        return "symlog"
+    return "linear"
+
+
+def _power_label(value: float, _pos: int | None = None) -> str:
+    """``0`` or a signed power of ten in mathtext (the symlog axis's tick labels)."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    return f"${sign}10^{{{round(math.log10(abs(value)))}}}$"
+
+
+def _drawn(cols: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """Column ``name`` with the values of non-finite rows hidden (NaN: not drawn as numbers)."""
+    return np.where(cols["finite"], cols[name], np.nan)
+
+
+def _line(ax: Any, step: np.ndarray, values: np.ndarray, size: int, **style: Any) -> None:
+    """``values`` against ``step``; with windows (``size > 1``) the raw rows faint and the window
+    means solid, so that the trend of a long run stays readable."""
+    if size == 1:
+        ax.plot(step, values, linewidth=1.6, alpha=0.85, marker="." if len(step) <= 60 else None, **style)
+        return
+    raw = {k: v for k, v in style.items() if k != "label"}
+    ax.plot(step, values, linewidth=0.5, alpha=0.18, **raw)
+    ax.plot(_reduce(step, size, "mean"), _reduce(values, size, "mean"), linewidth=1.6, alpha=0.95, **style)
+
+
+def _training_axes(n_rows: int, height: float) -> tuple[Figure, np.ndarray]:
+    return _figure(n_rows, 1, width=9.0, height=height, sharex="col")
+
+
+def _rows_title(size: int) -> str:
+    return "" if size == 1 else f"; lines are means over windows of {size} rows, faint lines the rows"
+
+
+def training_energies(
+    history: Any,
+    *,
+    steps_per_epoch: int | None = None,
+    max_points: int = 400,
+    title: str | None = None,
+) -> Figure:
+    """Kinetic, potential and inertia of a tracked training run against ``step``, and its
+    learning rate and friction.
 
     Top: ``potential`` (the loss at ``theta_k`` plus any weight-decay potential), ``kinetic``
-    (of the velocity that reached ``theta_k``) and their sum ``inertia``. Bottom: ``kinetic`` on
-    a log scale, since it is usually orders of magnitude below the loss. Non-finite rows are
-    marked by dotted red lines (their values are not drawn as numbers, and never as 0).
+    (of the velocity that reached ``theta_k``) and their sum ``inertia``, on a log scale when
+    potential and inertia are positive and span more than three decades (a diverging run).
+    Middle: ``kinetic``
+    on a log scale. Bottom: ``lr`` (left axis) and the friction ``gamma = -ln(mu)/dt`` (right
+    axis), each on a log scale when it spans more than two decades. With more than
+    ``max_points`` rows the rows are drawn faint and their means over consecutive windows solid.
+    Non-finite rows are red triangles at the top edge (their values are not drawn, and never
+    as 0); epoch boundaries, when ``steps_per_epoch`` is given, thin grey lines.
 
     Args:
-        history: rows with ``step, kinetic, potential, inertia`` (and optional ``finite``).
+        history: rows with ``step, kinetic, potential, inertia`` (optional ``lr``, ``gamma``,
+            ``finite``).
+        steps_per_epoch: optimizer steps per epoch, to mark the epochs (``None``: no marks).
+        max_points: the most windows drawn per line.
         title: figure title.
     """
-    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    _check_max("max_points", max_points)
+    fig, axes = _training_axes(3, 2.6)
     cols = _history(history, "training_energies", ("step", "kinetic", "potential", "inertia"))
     if len(cols["step"]) == 0:
         return _no_rows(fig, axes, title)
     step = cols["step"]
-    top, bottom = axes[0, 0], axes[1, 0]
-    for q in ("potential", "inertia", "kinetic"):
-        top.plot(step, cols[q], color=COLORS[q], label=q, linewidth=1.6, alpha=0.85)
-    top.set_ylabel("energy")
-    kin = cols["kinetic"]
-    pos = np.isfinite(kin) & (kin > 0)
-    if np.any(pos):
-        bottom.semilogy(step[pos], kin[pos], color=COLORS["kinetic"], linewidth=1.4, label="kinetic")
-    bottom.set_ylabel("kinetic (log)")
+    size = _window(len(step), max_points)
+    top, middle, bottom = axes[0, 0], axes[1, 0], axes[2, 0]
+    drawn = {q: _drawn(cols, q) for q in ("potential", "inertia", "kinetic")}
+    for q in ("inertia", "potential", "kinetic"):  # the potential on top: often I ~ V
+        _line(top, step, drawn[q], size, color=COLORS[q], label=q)
+    scale = _scale(top, drawn["potential"], drawn["inertia"])  # kinetic has its own log panel
+    top.set_ylabel("energy" + (f" ({scale})" if scale != "linear" else ""))
+    kin = drawn["kinetic"]
+    positive = np.where(kin > 0, kin, np.nan)
+    if np.any(np.isfinite(positive)):
+        _line(middle, step, positive, size, color=COLORS["kinetic"], label="kinetic")
+        middle.set_yscale("log")
+    middle.set_ylabel("kinetic (log)")
+    _lr_gamma(bottom, cols, step, size)
     bottom.set_xlabel("step")
-    _mark_nonfinite([top, bottom], cols)
+    _mark_epochs([top, middle, bottom], step, steps_per_epoch)
+    _mark_nonfinite([top, middle, bottom], cols)
+    for ax in (top, middle, bottom):
+        ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
+    if title is not None:
+        title += _rows_title(size)
+    return _finish(fig, title)
+
+
+def restarts(panels: Mapping[str, Any], *, title: str | None = None, floor: float = 1e-16) -> Figure:
+    """Inertia of tracked runs relative to its start, against ``step`` (log), restarts marked.
+
+    One line per run of ``I / I(0)``; a dot on it at each row whose ``restart`` column is
+    nonzero (the kinetic energy a momentum restart of :class:`inertia.optim.EnergyRestart`
+    removed before that row). Below: ``K / I(0)``, which a restart sets to zero. Values below
+    ``floor`` are cut off (the runs are compared on their way down, not at rounding level).
+
+    Args:
+        panels: run name -> rows with ``step, kinetic, inertia`` and optional ``restart``.
+        title: figure title.
+        floor: the lower limit of both axes.
+    """
+    runs = _panels(panels, "restarts")
+    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    top, bottom = axes[0, 0], axes[1, 0]
+    for i, (name, data) in enumerate(runs):
+        cols = _history(data, "restarts", ("step", "kinetic", "inertia"))
+        color = _CYCLE[i % len(_CYCLE)]
+        step = cols["step"]
+        scale = cols["inertia"][0] if len(step) and cols["inertia"][0] > 0 else 1.0
+        inertia, kin = cols["inertia"] / scale, cols["kinetic"] / scale
+        shown = np.isfinite(inertia) & (inertia > floor)
+        top.semilogy(step[shown], inertia[shown], color=color, linewidth=1.4, label=name)
+        pos = np.isfinite(kin) & (kin > floor)
+        bottom.semilogy(step[pos], kin[pos], color=color, linewidth=1.0, alpha=0.8)
+        if "restart" in cols:
+            booked = np.isfinite(cols["restart"]) & (cols["restart"] != 0.0)
+            at = shown & booked
+            if np.any(at):
+                label = f"restarts of {name} ({int(np.sum(booked))})"
+                top.plot(step[at], inertia[at], "o", color="black", markersize=2.2, label=label, zorder=3)
+    top.set_ylabel("I / I(0) (log)")
+    bottom.set_ylabel("K / I(0) (log)")
+    bottom.set_xlabel("step")
     for ax in (top, bottom):
+        ax.set_ylim(bottom=floor)
         ax.grid(alpha=0.3, which="both")
     _shared_legend(fig, axes)
     return _finish(fig, title)
+
+
+def _lr_gamma(ax: Any, cols: Mapping[str, np.ndarray], step: np.ndarray, size: int) -> None:
+    """``lr`` on ``ax`` and ``gamma`` on a twin axis at the right (log scales over two decades)."""
+    drew = False
+    for name, axis, color in (("lr", ax, COLORS["lr"]), ("gamma", None, COLORS["gamma"])):
+        if name not in cols:
+            continue
+        values = np.where(np.isfinite(cols[name]), cols[name], np.nan)
+        if not np.any(np.isfinite(values)):
+            continue
+        if axis is None:
+            axis = ax.twinx()
+        # the schedule is a step function of the row: drawn as it is, window means would smear it
+        style = "-" if axis is ax else "--"
+        axis.plot(step, values, color=color, linewidth=1.4, linestyle=style, label=name)
+        axis.set_ylabel(name, color=color)
+        _scale(axis, values, decades=2.0)
+        if axis is not ax:  # the twin's line in the figure legend
+            ax.plot([], [], color=color, linewidth=1.4, linestyle=style, label=name)
+        drew = True
+    if not drew:
+        ax.text(0.5, 0.5, "lr and gamma not recorded", ha="center", va="center", transform=ax.transAxes)
+
+
+def _check_max(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
 
 
 def _ledger_rows(cols: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -500,106 +716,170 @@ def _ledger_rows(cols: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.isfinite(cols["delta_inertia"]) | ~cols["finite"]
 
 
-def _binned(values: np.ndarray, size: int) -> np.ndarray:
-    """Sums over consecutive windows of ``size`` (a NaN or inf anywhere in a window stays)."""
-    n = len(values)
-    pad = (-n) % size
-    padded = np.concatenate([values, np.zeros(pad)]) if pad else values
-    return padded.reshape(-1, size).sum(axis=1)
-
-
-def training_ledger(history: Any, *, max_bars: int = 300, title: str | None = None) -> Figure:
-    """The ledger of every step, its terms stacked, with the measured change drawn on top.
+def training_ledger(
+    history: Any,
+    *,
+    max_bars: int = 150,
+    steps_per_epoch: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The ledger of a tracked run: cumulative, per window of rows, and each term's share.
 
     Row ``k`` books ``delta_inertia = I_k - I_{k-1}``, the change made by optimizer step
     ``k - 1``, as ``friction + numerical + curvature + noise + schedule + metric + decay +
-    residual``. Each row is a column (a step of the stacked areas): positive terms stacked
-    upwards from 0, negative ones downwards, so the net height is their sum; the measured
-    ``delta_inertia`` is the black line over them. The bottom panel divides every column by its
-    ``sum |terms|``, so the make-up of the
-    ledger stays readable late in training, when the changes are small. A term that is NaN in
-    every row (``noise`` in cheap mode) is left out and named in the legend. With more than
-    ``max_bars`` rows, consecutive rows are summed in windows (the change over a window is the
-    sum of its steps' changes) and the title says how many.
+    residual``. Three panels, readable from ten rows to a hundred thousand:
+
+    * cumulative: each term summed over the rows up to ``k`` (one line per term), and the
+      measured change ``I_k - I_first`` of the inertia column (black): the terms add up to it
+      when every step is recorded, and the title says when the rows only sample the run;
+    * per window: the rows are summed in at most ``max_bars`` consecutive windows; each window
+      is a bar from its first step to its last (a single row of a run recorded every ``n``-th
+      step is a bar one step wide: it books that step only), positive terms stacked upwards from 0, negative
+      ones downwards, so the net height is their sum; the black line is the measured
+      ``delta_inertia`` summed over the same rows;
+    * share: ``sum |term| / sum over terms of sum |term|`` per window (stacked to 1): which
+      terms carry the energy that flowed.
+
+    The y scale turns symmetric-logarithmic when the values span more than three decades (a
+    diverging run, or the early steps of a long one). Non-finite rows are left out of the sums
+    and drawn as red triangles at the top edge; a term that is NaN in every row (``noise`` in
+    cheap mode) is left out and named in the legend. Epoch boundaries, when
+    ``steps_per_epoch`` is given, are thin grey lines.
 
     Args:
         history: rows with ``step, delta_inertia`` and the ledger terms of :data:`LEDGER_TERMS`
-            (missing terms count as not measured), optional ``finite``.
-        max_bars: the most bars drawn.
-        title: figure title (default: says what a bar is).
+            (missing terms count as not measured), optional ``inertia`` and ``finite``.
+        max_bars: the most windows drawn.
+        steps_per_epoch: optimizer steps per epoch, to mark the epochs.
+        title: figure title (default: says what a window is).
     """
-    if isinstance(max_bars, bool) or not isinstance(max_bars, int) or max_bars < 1:
-        raise ValueError(f"`max_bars` must be an integer >= 1, got {max_bars!r}")
-    fig, axes = _figure(2, 1, width=9.0, height=3.2, sharex="col")
+    _check_max("max_bars", max_bars)
+    fig, axes = _training_axes(3, 2.7)
     cols = _history(history, "training_ledger", ("step", "delta_inertia"))
     keep = _ledger_rows(cols)
     if not np.any(keep):
         return _no_rows(fig, axes, title)
-    top, bottom = axes[0, 0], axes[1, 0]
+    cum_ax, bar_ax, share_ax = axes[0, 0], axes[1, 0], axes[2, 0]
     step = cols["step"][keep]
-    measured = [t for t in LEDGER_TERMS if t in cols and np.any(np.isfinite(cols[t][keep]))]
-    missing = [t for t in LEDGER_TERMS if t not in measured]
-    size = max(1, math.ceil(len(step) / max_bars))
-    x = _binned(step, size) / np.bincount(np.arange(len(step)) // size)
     finite = cols["finite"][keep]
-    terms = {}
-    for term in measured:
-        raw = cols[term][keep]
-        raw = np.where(np.isnan(raw) & finite, 0.0, raw)  # NaN in a finite row: not defined there
-        v = _binned(raw, size)
-        terms[term] = np.where(np.isfinite(v), v, 0.0)  # non-finite windows: no bar, a red line
-    flow = np.sum([np.abs(v) for v in terms.values()], axis=0) if terms else np.zeros(len(x))
+    measured = [t for t in LEDGER_TERMS if t in cols and np.any(np.isfinite(cols[t][keep]) & finite)]
+    # the restart term exists only for runs that restart (issue 14): absent, it is not missing
+    missing = [t for t in LEDGER_TERMS if t not in measured and (t in cols or t not in _OPTIONAL_TERMS)]
+    # a finite row's NaN term is "not defined there" (0 in a sum); a non-finite row books nothing
+    terms = {t: np.where(finite, np.nan_to_num(cols[t][keep], nan=0.0), np.nan) for t in measured}
+    delta = np.where(finite, cols["delta_inertia"][keep], np.nan)
+
+    # cumulative (terms that are exactly zero in every row are named, not drawn)
+    zero = [t for t, v in terms.items() if not np.any(np.nan_to_num(v, nan=0.0))]
+    cum = {t: np.cumsum(np.nan_to_num(v, nan=0.0)) for t, v in terms.items() if t not in zero}
+    zero = [t for t in zero if t not in _OPTIONAL_TERMS]  # no restarts: nothing to say
+    for t, c in cum.items():
+        cum_ax.plot(step, c, color=LEDGER_COLORS[t], linewidth=1.5, label=t)
+    drawn = list(cum.values())
+    if "inertia" in cols:
+        inertia = _drawn(cols, "inertia")
+        first = np.flatnonzero(np.isfinite(inertia))
+        if len(first):
+            change = inertia - inertia[first[0]]
+            size = _window(len(change), 400)
+            _line(cum_ax, cols["step"], change, size, color="black", label="measured I_k - I_first")
+            drawn.append(change)
+    _scale(cum_ax, *drawn)
+    cum_ax.set_ylabel("cumulative")
+
+    # windows; rows that sample the run (every > 1) book one step each: a bar is one step wide
+    size = _window(len(step), max_bars)
+    right = _reduce(step, size, "max")
+    sampled = len(step) > 1 and float(np.max(np.diff(step))) > 1
+    left = right - 1.0 if sampled and size == 1 else np.concatenate([[step[0] - 1.0], right[:-1]])
+    sums = {t: _reduce(v, size, "sum") for t, v in terms.items()}
+    up, down = np.zeros(len(right)), np.zeros(len(right))
+    for t, v in sums.items():
+        v = np.nan_to_num(v, nan=0.0)
+        pos, neg = np.where(v > 0, v, 0.0), np.where(v < 0, v, 0.0)
+        for base, h in ((up, pos), (down, neg)):
+            bar_ax.bar(
+                left, h, width=right - left, bottom=base, align="edge", color=LEDGER_COLORS[t], linewidth=0
+            )
+        up, down = up + pos, down + neg
+    window_delta = _reduce(delta, size, "sum")
+    mid = (left + right) / 2
+    marker = "." if len(mid) <= 60 else None
+    bar_ax.plot(
+        mid,
+        window_delta,
+        color="black",
+        linewidth=1.0,
+        marker=marker,
+        label="measured delta_inertia",
+        zorder=6,
+    )
+    _scale(bar_ax, up, down, window_delta)
+    bar_ax.axhline(0.0, color="0.3", linewidth=0.8)
+    bar_ax.set_ylabel("per step" if size == 1 else f"per {size} rows")
+
+    # share of the flow
+    flows = {t: _reduce(np.abs(v), size, "sum") for t, v in terms.items()}
+    total = np.nansum(np.array(list(flows.values())), axis=0) if flows else np.zeros(len(mid))
+    base = np.zeros(len(mid))
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(flow > 0, 1.0 / flow, 0.0)
-    for ax, factor in ((top, np.ones(len(x))), (bottom, scale)):
-        up, down = np.zeros(len(x)), np.zeros(len(x))
-        for term, v in terms.items():
-            v = v * factor
-            pos, neg = np.where(v > 0, v, 0.0), np.where(v < 0, v, 0.0)
-            color = LEDGER_COLORS[term]
-            # one polygon per term and sign, drawn as steps centred on each row (a bar chart
-            # without gaps; thousands of separate bars would be slow to draw)
-            ax.fill_between(x, up, up + pos, step="mid", color=color, label=term, linewidth=0)
-            ax.fill_between(x, down, down + neg, step="mid", color=color, linewidth=0)
-            up, down = up + pos, down + neg
-        ax.axhline(0.0, color="0.3", linewidth=0.8)
-        ax.grid(alpha=0.3)
-    delta = _binned(cols["delta_inertia"][keep], size)
-    marker = "." if len(x) <= 60 else None
-    top.plot(x, delta, color="black", linewidth=1.2, marker=marker, label="measured delta_inertia", zorder=6)
-    bottom.plot(x, delta * scale, color="black", linewidth=0.7, alpha=0.6, marker=marker, zorder=6)
+        for t, f in flows.items():
+            share = np.where(total > 0, np.nan_to_num(f, nan=0.0) / total, 0.0)
+            share_ax.bar(
+                left,
+                share,
+                width=right - left,
+                bottom=base,
+                align="edge",
+                color=LEDGER_COLORS[t],
+                linewidth=0,
+            )
+            base = base + share
+    share_ax.set_ylim(0.0, 1.0)
+    share_ax.set_ylabel("share of sum |terms|")
+    share_ax.set_xlabel("step")
+
     if missing:
-        top.plot([], [], " ", label="not measured: " + ", ".join(missing))
-    _mark_nonfinite([top, bottom], cols)
-    top.set_ylabel("change of inertia")
-    bottom.set_ylabel("term / sum |terms|")
-    bottom.set_ylim(-1.05, 1.05)
-    bottom.set_xlabel("step")
+        cum_ax.plot([], [], " ", label="not measured: " + ", ".join(missing))
+    if zero:
+        cum_ax.plot([], [], " ", label="0 in every row: " + ", ".join(zero))
+    all_axes = [cum_ax, bar_ax, share_ax]
+    _mark_epochs(all_axes, cols["step"], steps_per_epoch)
+    _mark_nonfinite(all_axes, cols)
+    for ax in all_axes:
+        ax.grid(alpha=0.3, which="both")
     _shared_legend(fig, axes)
     if title is None:
         what = "each step k-1 -> k" if size == 1 else f"sums over windows of {size} rows"
-        title = (
-            f"Ledger of the inertia I = K + V, terms stacked ({what}); "
-            f"below, each term's share of the energy that flowed"
-        )
+        title = f"Ledger of the inertia I = K + V: cumulative; terms stacked ({what}); each term's share"
+        if sampled:
+            span = int(np.nanmax(cols["step"]) - np.nanmin(cols["step"]))
+            title += (
+                f"; the rows book {len(step)} of the run's {span} steps, so the sums of the terms "
+                "cover those steps only (black: the measured change)"
+            )
     return _finish(fig, title)
 
 
-def training_residual(history: Any, *, title: str | None = None) -> Figure:
+def training_residual(history: Any, *, max_points: int = 400, title: str | None = None) -> Figure:
     """How well the ledger closes: ``|residual|`` and its size relative to the step's terms.
 
     Top: ``|residual|`` (measured ``delta_inertia`` minus the sum of the terms) on a log scale.
     Bottom: ``|residual| / sum_i |term_i|`` over the measured ledger terms, the fraction of the
     step's energy flow left unexplained, with the unit roundoff of float32 and float64 dotted
-    for scale. Exact zeros are drawn at 1e-17; non-finite rows are marked by dotted red lines.
+    for scale. Exact zeros are drawn at 1e-17; with more than ``max_points`` rows, the largest
+    value of each window of rows is drawn (the worst row counts); non-finite rows are red
+    triangles at the top edge.
 
     Args:
         history: rows with ``step, residual`` and the ledger terms, optional ``finite``.
+        max_points: the most windows drawn.
         title: figure title.
     """
-    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    _check_max("max_points", max_points)
+    fig, axes = _training_axes(2, 2.9)
     cols = _history(history, "training_residual", ("step", "residual"))
-    keep = np.isfinite(cols["residual"])
+    keep = np.isfinite(cols["residual"]) & cols["finite"]
     if not np.any(keep) and np.all(cols["finite"]):
         return _no_rows(fig, axes, title)
     step = cols["step"]
@@ -607,27 +887,20 @@ def training_residual(history: Any, *, title: str | None = None) -> Figure:
     for term in LEDGER_TERMS:
         if term in cols:
             flow += np.nan_to_num(np.abs(cols[term]), nan=0.0, posinf=np.inf)
-    resid = np.abs(cols["residual"])
+    resid = np.where(keep, np.abs(cols["residual"]), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(flow > 0, resid / flow, np.nan)
+    size = _window(int(keep.sum()), max_points)
+    x = _reduce(step[keep], size, "max")
+    what = "" if size == 1 else f", max per {size} rows"
     top, bottom = axes[0, 0], axes[1, 0]
-    top.semilogy(
-        step[keep],
-        np.maximum(resid[keep], 1e-17),
-        color=COLORS["ledger"],
-        linewidth=1.2,
-        marker="." if keep.sum() <= 60 else None,
-        label="|residual|",
-    )
-    ok = keep & np.isfinite(rel)
-    bottom.semilogy(
-        step[ok],
-        np.maximum(rel[ok], 1e-17),
-        color="tab:green",
-        linewidth=1.2,
-        marker="." if ok.sum() <= 60 else None,
-        label="|residual| / sum |terms|",
-    )
+    marker = "." if len(x) <= 60 else None
+    for ax, values, color, label in (
+        (top, resid, COLORS["ledger"], "|residual|"),
+        (bottom, rel, "tab:green", "|residual| / sum |terms|"),
+    ):
+        y = _reduce(values[keep], size, "max")
+        ax.semilogy(x, np.maximum(y, 1e-17), color=color, linewidth=1.2, marker=marker, label=label)
     for eps, name, style in (
         (float(np.finfo(np.float32).eps) / 2, "float32", ":"),
         (float(np.finfo(np.float64).eps) / 2, "float64", "-."),
@@ -635,8 +908,8 @@ def training_residual(history: Any, *, title: str | None = None) -> Figure:
         bottom.axhline(
             eps, color="0.4", linestyle=style, linewidth=1.0, label=f"{name} unit roundoff {eps:.1e}"
         )
-    top.set_ylabel("|residual|")
-    bottom.set_ylabel("relative")
+    top.set_ylabel("|residual|" + what)
+    bottom.set_ylabel("relative" + what)
     bottom.set_xlabel("step")
     _mark_nonfinite([top, bottom], cols)
     for ax in (top, bottom):

@@ -6,7 +6,7 @@ written once against the Array API, so NumPy arrays and torch tensors (CPU or CU
 the same code; :func:`from_torch` and :func:`from_module` wrap any differentiable torch loss.
 
 The formulas of :class:`Quadratic`, :class:`DoubleWell`, :class:`QuarticChain` and
-:class:`Rosenbrock` also exist as numba kernels in :mod:`inertia.integrators.compiled` (the
+:class:`Rosenbrock` also exist as numba kernels in :mod:`inertia.kernels.compiled` (the
 compiled loop for long single paths reads each potential's public parameters); they evaluate the
 same expressions in the same order, ``tests/test_single_path.py`` pins them equal bit for bit, and
 a change here must be made there too.

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from inertia._files import read_bytes_nofollow
+from inertia._process import run_status
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -250,7 +251,7 @@ def write_report(
 
 #: The figures of a tracked run's report (``<name>.png``).
 TRACK_FIGURES = ("energies", "ledger", "residual")
-_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
 
 
 def _fmt(x: Any) -> str:
@@ -269,19 +270,27 @@ def _first_nonfinite(history: Any) -> int | None:
 def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     """A two-column table (``quantity``, ``value``, as text) summarising a tracked run.
 
-    Status, rows and steps, the first non-finite step (or ``none``), inertia at the first and
-    last row, the sum of the measured changes, the largest ``|residual|`` and the median
-    relative residual ``|residual| / sum |terms|`` over finite rows, and the scalar entries of
-    the manifest's ``results`` (e.g. the test accuracy of ``inertia track``).
+    Status (``interrupted`` for a run whose writer died while ``running``:
+    :func:`inertia.track.run_status`), rows and steps, the first non-finite step (or ``none``),
+    inertia at the first and last row, the sum of the measured changes beside the measured
+    ``I_last - I_first`` and how many of the run's steps the sums cover, the largest
+    ``|residual|`` and the median relative residual ``|residual| / sum |terms|`` over finite
+    rows, and the scalar entries of the manifest's ``results`` (e.g. the test accuracy of
+    ``inertia track``).
     """
     import numpy as np
     import pandas as pd
 
     manifest = manifest or {}
-    rows: list[tuple[str, str]] = [("status", str(manifest.get("status", "unknown")))]
+    rows: list[tuple[str, str]] = [("status", run_status(manifest))]
     if manifest.get("error"):
         rows.append(("error", str(manifest["error"])))
     n = len(history)
+    tracked = manifest.get("tracked") or {}
+    for key, label in (("optimizer", "optimizer"), ("dtypes", "parameter dtype"), ("every", "every")):
+        if key in tracked:
+            value = tracked[key]
+            rows.append((label, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
     rows.append(("rows", str(n)))
     bad = _first_nonfinite(history)
     rows.append(("first non-finite step", "none" if bad is None else str(bad)))
@@ -294,7 +303,12 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
                 rows.append((f"{col}: last row", _fmt(float(history[col].iloc[-1]))))
         ok = history[history["finite"].astype(bool)] if "finite" in history else history
         if "delta_inertia" in ok:
+            summed = int(ok["delta_inertia"].notna().sum())
+            _, steps = _span(history)
             rows.append(("sum of delta_inertia (finite rows)", _fmt(float(np.nansum(ok["delta_inertia"])))))
+            rows.append(("measured change I_last - I_first", _fmt(_inertia_change(history))))
+            note = "" if summed == steps else ": the sums are over these steps only, a sample of the run"
+            rows.append(("steps summed", f"{summed} of {steps}{note}"))
         if "residual" in ok and ok["residual"].notna().any():
             resid = ok["residual"].abs()
             flow = sum(ok[t].abs().fillna(0.0) for t in _LEDGER if t in ok)
@@ -308,13 +322,40 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     return pd.DataFrame(rows, columns=["quantity", "value"])
 
 
+def _span(history: Any) -> tuple[int, int]:
+    """``(ledger rows, optimizer steps from the first row to the last)``: each ledger row books
+    one step, so fewer rows than steps means the rows sample the run (``every > 1``)."""
+    if len(history) == 0 or "step" not in history:
+        return 0, 0
+    rows = int(history["delta_inertia"].notna().sum()) if "delta_inertia" in history else 0
+    return rows, int(history["step"].iloc[-1]) - int(history["step"].iloc[0])
+
+
+def _inertia_change(history: Any) -> float:
+    """``I_last - I_first`` over the rows whose inertia is finite (NaN without two such rows)."""
+    import numpy as np
+
+    if "inertia" not in history:
+        return math.nan
+    values = history["inertia"].to_numpy(dtype=float)
+    ok = np.flatnonzero(np.isfinite(values))
+    return float(values[ok[-1]] - values[ok[0]]) if len(ok) >= 2 else math.nan
+
+
 def ledger_totals(history: Any) -> Any:
     """Per ledger term: its ``total`` over the finite rows, ``mean`` per row and ``share``.
 
     ``share`` is the term's ``sum |term|`` over the total ``sum |term|`` of all terms: how much
     of the energy that flowed went through it. A term that is NaN in every row (``noise`` in
-    cheap mode) is reported as NaN with ``measured = False``; the residual is listed last, and its share
-    is relative to the same total. Non-finite rows are left out.
+    cheap mode) is reported as NaN with ``measured = False``; the residual and ``delta_inertia``
+    follow, and its share is relative to the same total. Non-finite rows are left out. The last
+    row, ``inertia_change``, is the measured ``I_last - I_first`` of the run.
+
+    Each row of the history books one optimizer step, so the totals are sums over the
+    ``steps_summed`` recorded steps (the finite ledger rows), out of the ``steps`` the run spans
+    from its first row to its last. ``sampled`` is True when they differ (``every > 1``, or
+    non-finite rows left out): the totals are then a sample of the run, not its sum, and only
+    ``inertia_change`` covers the whole run.
     """
     import numpy as np
     import pandas as pd
@@ -331,9 +372,16 @@ def ledger_totals(history: Any) -> Any:
         else:
             total = mean = share = math.nan
         out.append((term, total, mean, share))
+    _, steps = _span(history)
+    change = _inertia_change(history)
+    out.append(("inertia_change", change, change / steps if steps else math.nan, math.nan))
     df = pd.DataFrame(out, columns=["term", "total", "mean", "share"])
     df["measured"] = df["total"].notna()
     df["rows"] = np.int64(len(ok))
+    df["steps_summed"] = np.int64(len(ok))
+    df.loc[df["term"] == "inertia_change", "steps_summed"] = steps
+    df["steps"] = np.int64(steps)
+    df["sampled"] = df["steps_summed"] != df["steps"]
     return df
 
 
@@ -346,7 +394,7 @@ the terms do not explain. Every figure and table here is drawn from the run's ro
 (history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
 
 
-def _track_sections(has_metrics: bool) -> list[Section]:
+def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
     sections = [
         Section(
             "energies",
@@ -355,8 +403,13 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "V_k = L(theta_k) + wd/2 ||theta_k||^2",
             text="""The potential is the minibatch loss the optimizer used at step k; the kinetic
             energy is read from the momentum buffer (and, for Adam and RMSprop, the
-            preconditioner that sets the mass). Dotted red lines mark non-finite rows; their
-            values are kept as NaN or inf in the data, never replaced by 0.""",
+            preconditioner that sets the mass). The energy axis turns logarithmic when the
+            energies span more than three decades (a diverging run). The bottom panel shows the
+            learning rate lr (left axis) and the friction gamma = -ln(mu)/dt (right axis,
+            dashed) of each step. In a long run the rows are drawn faint and their means over
+            windows of rows solid; dashed grey lines mark the epochs when the run knows them.
+            Red triangles at the top edge mark non-finite rows; their values are kept as NaN or
+            inf in the data, never drawn as numbers and never replaced by 0.""",
             figures=("energies",),
             tables=("summary",),
         ),
@@ -372,8 +425,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             (exact mode only; in cheap mode curvature carries it); schedule: the rescaling of
             the velocity when the learning rate (or Adam's bias correction) changes; metric:
             the change of a preconditioner (Adam, RMSprop); decay: the work of decoupled weight
-            decay (AdamW). Positive terms are stacked upwards, negative ones downwards; the
-            black line is the measured change. The table sums each term over the run.""",
+            decay (AdamW). Top: each term summed from the first row on, with the measured
+            change I_k - I_first in black. Middle: the terms of each step (of each window of
+            rows, in a long run) stacked, positive ones upwards and negative ones downwards,
+            with the measured change as the black line. Bottom: each term's share of sum |terms|,
+            which terms carry the energy. Axes turn symmetric-logarithmic when the values span
+            more than three decades; non-finite rows are left out of every sum and marked by red
+            triangles. The table sums each term over the recorded steps (each row books one
+            step); when the rows sample the run (every > 1) those sums are a sample, marked
+            sampled, and only inertia_change, the measured I_last - I_first, covers the whole
+            run.""",
             figures=("ledger",),
             tables=("ledger_totals",),
         ),
@@ -381,10 +442,16 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             "residual",
             "How well the ledger closes",
             law="residual = delta_inertia - (sum of the terms);  relative = |residual| / sum |terms|",
-            text="""Every term is computed on its own from optimizer state, gradients and
-            losses, so the residual is a real check, not a definition. It is rounding error:
-            of the order of the unit roundoff of the parameters' precision (float32 for the
-            model of inertia track) relative to the energy that flowed.""",
+            text=f"""The residual checks the kinetic side of the ledger: the change of the
+            kinetic energy read from the optimizer's buffers against friction, numerical,
+            schedule, metric and decay and the work of the gradient the optimizer applied, each
+            computed on its own from optimizer state, gradients and parameters. The potential
+            enters only through curvature (and noise), defined as what the losses changed beyond
+            that work, so the residual cannot tell whether the loss passed to record() is the one
+            whose gradient the step used, and a gradient changed between backward and step
+            (clipping) lands in curvature. Where the tracker's assumptions hold it is rounding
+            error: of the order of the unit roundoff of the parameters' precision ({dtype})
+            relative to the energy that flowed.""",
             figures=("residual",),
         ),
     ]
@@ -399,6 +466,22 @@ def _track_sections(has_metrics: bool) -> list[Section]:
             )
         )
     return sections
+
+
+def _dtype(manifest: dict[str, Any]) -> str:
+    """The parameters' dtype(s) the tracker saw (manifest ``tracked``), in words."""
+    dtypes = (manifest.get("tracked") or {}).get("dtypes")
+    if isinstance(dtypes, list) and dtypes:
+        return ("this run's parameters are " if len(dtypes) == 1 else "this run mixes ") + ", ".join(
+            map(str, dtypes)
+        )
+    return "not recorded for this run"
+
+
+def _steps_per_epoch(manifest: dict[str, Any]) -> int | None:
+    """The run's optimizer steps per epoch, if its configuration says (``steps_per_epoch``)."""
+    value = (manifest.get("config") or {}).get("steps_per_epoch")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def render_track(run_dir: RunDir | str | Path) -> Path:
@@ -427,9 +510,12 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
             f"got kind {manifest.get('kind')!r} in {str(run)!r}"
         )
     history = read_history(run)
+    epoch = _steps_per_epoch(manifest)
     figures = {
-        "energies": plots.training_energies(history, title="Energies of the tracked run"),
-        "ledger": plots.training_ledger(history),
+        "energies": plots.training_energies(
+            history, steps_per_epoch=epoch, title="Energies, learning rate and friction of the tracked run"
+        ),
+        "ledger": plots.training_ledger(history, steps_per_epoch=epoch),
         "residual": plots.training_residual(history, title="Residual of the ledger"),
     }
     for name, fig in figures.items():
@@ -440,8 +526,14 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     ):
         atomic_write_bytes(run / f"{name}.csv", table.to_csv(index=False, na_rep="nan").encode())
     bad = _first_nonfinite(history)
-    status = str(manifest.get("status", "unknown"))
+    status = run_status(manifest)
     lines = [_TRACK_INTRO, f"Status: {status}; {len(history)} rows."]
+    if status == "interrupted":
+        lines.append(
+            "The process writing this run ended without closing it (killed, out of memory, or "
+            "the machine restarted): the rows are those it wrote before; the report is drawn "
+            "from rows.csv."
+        )
     if bad is not None:
         policy = (manifest.get("config") or {}).get("nan_policy")
         lines.append(
@@ -452,5 +544,5 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
-    sections = _track_sections(_embeddable(run / "metrics.csv") is None)
+    sections = _track_sections(_embeddable(run / "metrics.csv") is None, _dtype(manifest))
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

@@ -1,9 +1,12 @@
-"""``simulate``: the only time loop. Ensembles, recording, the friction ledger, divergence.
+"""``simulate``: the front door and the only time loop (:func:`_drive`). Ensembles, recording,
+the friction ledger, divergence.
 
-One entry point (like scipy's ``solve_ivp``): validate at the front door, step a registered
-integrator (:mod:`inertia.integrators`) over ``(n_paths, d)`` arrays of any Array-API backend,
-record the energies of THEORY.md section 1 at the saved steps, and return a frozen
-:class:`Trajectory` with ``status``, ``message`` and work counters.
+One entry point (like scipy's ``solve_ivp``): validate at the front door, pick a kernel
+(:func:`inertia.kernels.select`: how a registered integrator of :mod:`inertia.integrators` is
+stepped over ``(n_paths, d)`` arrays of any Array-API backend), drive it through
+:func:`_drive`, record the energies of THEORY.md section 1 at the saved steps, and return a
+frozen :class:`Trajectory` with ``status``, ``message``, work counters and, in
+``config["kernel"]``, the kernel that ran.
 
 Recorded per saved step and path:
 
@@ -20,7 +23,6 @@ of step ``n`` is ``t0 + n dt`` from the integer counter, so the last time equals
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import warnings
@@ -39,8 +41,8 @@ from inertia._validate import (
     whole_number,
 )
 from inertia.dynamics import Friction, as_friction
-from inertia.energy import kinetic
-from inertia.integrators import IntegratorState, StepContext, get_method
+from inertia.integrators import get_method
+from inertia.kernels import Kernel, Run, Saves, saves_of, select
 from inertia.potentials import Potential
 from inertia.trajectory import DivergenceError, Trajectory, finish
 
@@ -57,7 +59,7 @@ def _as_state_array(name: str, x: Any, ref: Any = None) -> Any:
     NumPy. The finiteness test runs where the array lives."""
     x = real_array(name, x)
     if ref is not None and type(x) is not type(ref):
-        x = constant_like(to_numpy(x), ref)
+        x = constant_like(x if isinstance(x, np.ndarray) else to_numpy(x), ref)
     if x.ndim not in (1, 2):
         raise ValueError(f"`{name}` must have shape (d,) or (n_paths, d), got {tuple(x.shape)}")
     return check_finite(name, x)
@@ -145,6 +147,7 @@ def simulate(
     on_divergence: str = "raise",
     progress: Callable[[int, int], None] | None = None,
     fast: bool = True,
+    distributed: bool = False,
 ) -> Trajectory:
     """Simulate ``dtheta = v dt``, ``M dv = (-grad L - gamma(t) M v) dt + sigma M^{1/2} dW``.
 
@@ -168,27 +171,23 @@ def simulate(
         on_divergence: ``"raise"`` (default; :class:`DivergenceError` carrying the partial
             trajectory) or ``"stop"`` (return it with ``status == "diverged"``).
         progress: called as ``progress(steps_done, n_steps)`` after each saved step.
-        fast: step the run in a fast loop where one supports it (default): ensembles of a
-            diagonal :class:`~inertia.potentials.Quadratic` with a built-in method, NumPy or torch,
-            float32/float64, go through the in-place kernels of
-            :mod:`inertia.integrators.inplace` (state in preallocated buffers, noise filled on
-            :data:`inertia._backend.NOISE_THREADS` threads one step ahead while the arithmetic
-            runs on the calling thread: torch's intra-op threads are set to 1 for the run, see
-            :func:`inertia._backend.serial_arithmetic`); on CUDA tensors the same kernel steps
-            chunks of up to 8 steps in one ``torch.compile``-d graph
-            (:mod:`inertia.integrators.fused`; the same keyed noise; the in-place kernel if
-            compilation fails); on CPU without noise (``sigma = 0``) and with numba installed
-            (the ``fast`` extra), chunks of up to 128 steps run in one numba loop over blocks of
-            paths on all cores (:mod:`inertia.integrators.fused_cpu`; without numba, the
-            in-place kernel), and with noise each step is one numba pass per noise draw on the
-            calling thread (the same keyed noise, filled as above). One deterministic
-            path (``n_paths = 1``, ``sigma = 0``, NumPy, a built-in method) goes through the
-            compiled loop of :mod:`inertia.integrators.compiled` for a built-in potential when
-            numba is installed (the ``fast`` extra; float64 inside), else through a lean NumPy
-            loop (any potential; divergence checked every few steps, the first bad step found
-            by replay). ``False`` forces the generic loop. Both give the same numbers to
-            rounding error and the same :class:`Trajectory`; divergence is checked as
-            documented there.
+        fast: step the run with the fastest kernel that takes it (default), chosen by the
+            table of :mod:`inertia.kernels`: for ensembles of a diagonal
+            :class:`~inertia.potentials.Quadratic` (NumPy or torch, float32/float64) the in-place
+            kernels (on CUDA, chunks of up to 8 steps in one ``torch.compile``-d graph; on CPU
+            with numba, numba chunks without noise and one numba pass per noise draw with it);
+            for one deterministic NumPy path the compiled path (built-in potentials, numba) or
+            the lean NumPy path. ``False`` forces the ``functional`` kernel (the method's own
+            step function). All give the same numbers to rounding error and the same
+            :class:`Trajectory`; ``config["kernel"]`` names the kernel that ran; divergence is
+            checked as documented there.
+        distributed: split the paths over the ranks of the initialised ``torch.distributed``
+            process group (e.g. under ``torchrun``) in contiguous slices (rank ``r`` of ``W``
+            takes paths ``r N // W`` to ``(r + 1) N // W - 1``, recorded in
+            ``config["distributed"]``); each rank steps its slice with its noise keyed by the
+            global path index (on CPU the union is the single-process run bit for bit) and
+            returns the energies of all paths (gathered once, at the end) and its own slice of
+            the final state (``theta``, ``v``). See :mod:`inertia._distributed`.
 
     Returns:
         A :class:`Trajectory`.
@@ -208,6 +207,7 @@ def simulate(
         )
     meth = get_method(method)
     fast = flag("fast", fast)
+    distributed = flag("distributed", distributed)
     optional_callable("progress", progress, "progress(steps_done, n_steps)")
     dt = finite_float("dt", dt, minimum=0.0, strict=True)
     n_steps = whole_number("n_steps", n_steps, minimum=0)
@@ -253,8 +253,18 @@ def simulate(
                 f"`n_paths` = {n_paths} does not match the leading dimension "
                 f"{leading.pop()} of `theta0`/`v0` (no silent broadcasting)"
             )
+    lo, hi = 0, n_paths  # the paths this process steps (all of them, unless distributed)
+    shard: dict[str, Any] | None = None
+    if distributed:
+        from inertia import _distributed
+
+        rank, world, lo, hi = _distributed.slice_of(n_paths)
+        shard = {"rank": rank, "world_size": world, "paths": [lo, hi]}
+        theta = theta[lo:hi] if theta.ndim == 2 else theta
+        v = v[lo:hi] if v is not None and v.ndim == 2 else v
+    n_local = hi - lo
     xp = array_namespace(theta)
-    ones = xp.ones((n_paths, d), dtype=theta.dtype, device=_device(theta))
+    ones = xp.ones((n_local, d), dtype=theta.dtype, device=_device(theta))
     theta = ones * theta
     v = xp.zeros_like(theta) if v is None else ones * v
     mass_arr, inv_mass, inv_sqrt_mass, mass_json = _mass_array(mass, d, theta)
@@ -277,247 +287,57 @@ def simulate(
         "backend": type(theta).__module__.split(".")[0],
         "dtype": str(theta.dtype),
     }
-    ctx = StepContext(
-        value_and_grad=potential.value_and_grad,
+    if shard is not None:
+        config["distributed"] = shard
+    run = Run(
+        potential=potential,
+        method=meth,
+        theta=theta,
+        v=v,
         mass=mass_arr,
         inv_mass=inv_mass,
         inv_sqrt_mass=inv_sqrt_mass,
+        mass_json=mass_json,
         friction=friction,
         sigma=sigma,
         dt=dt,
         t0=t0,
-        noise=lambda n, k: normal((seed, n, k), (n_paths, d), theta),
+        noise=lambda n, k: normal((seed, n, k), (n_local, d), theta, row_offset=lo),
+        fast=fast,
+        row_offset=lo,
     )
-    step_fn = meth.make_step(friction.is_zero() and sigma == 0.0)
-    loop = _single_path_loop(potential, method, meth, theta, n_paths, sigma) if fast else None
-    if loop is not None:  # one deterministic path: compiled or lean NumPy loop (issue 4)
-        return _run_single_path(
-            loop,
-            potential,
-            method,
-            theta,
-            v,
-            friction=friction,
-            mass_arr=mass_arr,
-            inv_mass=inv_mass,
-            mass_json=mass_json,
-            dt=dt,
-            t0=t0,
-            initial_step=initial_step,
-            n_steps=n_steps,
-            save_every=save_every,
-            progress=progress,
-            on_divergence=on_divergence,
-            config=config,
-        )
-    log.info("simulate: %s, %d paths x d=%d, %d steps of dt=%g", method, n_paths, d, n_steps, dt)
-    if fast:
-        from inertia.integrators.inplace import make_kernel
-
-        kernel = make_kernel(
-            method, potential, theta, v, mass=mass_json, friction=friction, sigma=sigma, dt=dt, t0=t0
-        )
-        if kernel is not None:
-            return _run_inplace(
-                kernel,
-                seed=seed,
-                n_steps=n_steps,
-                initial_step=initial_step,
-                save_every=save_every,
-                t0=t0,
-                dt=dt,
-                progress=progress,
-                on_divergence=on_divergence,
-                method=method,
-                config=config,
-            )
-
-    state = IntegratorState(theta, v)
-    dissipated = xp.zeros((n_paths,), dtype=theta.dtype, device=_device(theta))
-    rows: list[tuple[int, Any, Any, Any]] = []
-    n_grad = 0
-
-    def record(n: int, st: IntegratorState) -> tuple[IntegratorState, bool]:
-        value = st.value if st.value is not None else potential.value(st.theta)
-        if st.value is None:
-            st = st._replace(value=value)
-        k = kinetic(st.v, mass_arr)
-        rows.append((n, k, value, dissipated))
-        return st, math.isfinite(float(xp.sum(k) + xp.sum(value)))
-
-    # Blow-up is detected below and reported (status, first bad step, DivergenceError), so
-    # NumPy's floating-point warnings on the way to inf/nan would only duplicate it.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        state, ok = record(initial_step, state)
-        first_bad = None if ok else initial_step
-        taken = 0
-        for k in range(n_steps if ok else 0):
-            n = initial_step + k
-            res = step_fn(state, n, ctx)
-            state = res.state
-            n_grad += res.n_grad_evals
-            dissipated = dissipated + res.dissipated
-            taken = k + 1
-            # theta, v*v (the kinetic energy) and the potential wherever the integrator
-            # already evaluated it: one reduction and one host sync per step
-            check = xp.sum(state.theta) + xp.sum(state.v * state.v)
-            if state.value is not None:
-                check = check + xp.sum(state.value)
-            finite = math.isfinite(float(check))
-            if not finite or taken % save_every == 0 or taken == n_steps:
-                state, ok = record(n + 1, state)
-                if progress is not None:
-                    progress(taken, n_steps)
-                if not (finite and ok):
-                    first_bad = n + 1
-                    break
-
-    steps = np.asarray([r[0] for r in rows], dtype=np.int64)
+    kernel = select(run)
+    log.info(
+        "simulate: %s, %d paths x d=%d, %d steps of dt=%g (%s kernel)",
+        method,
+        n_paths,
+        d,
+        n_steps,
+        dt,
+        kernel.name,
+    )
+    steps, first_bad, taken = _drive(
+        kernel,
+        seed=seed,
+        initial_step=initial_step,
+        n_steps=n_steps,
+        save_every=save_every,
+        progress=progress,
+    )
+    kin, pot, diss = kernel.energies(steps.size)
+    if shard is not None:  # every rank gets the energies of all paths, once, at the end
+        steps, kin, pot, diss, first_bad, taken = _distributed.gather(steps, kin, pot, diss, first_bad, taken)
+    config["kernel"] = kernel.name
     return finish(
         steps=steps,
-        kinetic=to_numpy(xp.stack([r[1] for r in rows])),
-        potential=to_numpy(xp.stack([r[2] for r in rows])),
-        dissipated=to_numpy(xp.stack([r[3] for r in rows])),
-        theta=state.theta,
-        v=state.v,
-        first_bad=first_bad,
-        taken=taken,
-        n_grad=n_grad,
-        method=method,
-        t0=t0,
-        dt=dt,
-        config=config,
-        on_divergence=on_divergence,
-    )
-
-
-def _run_inplace(
-    kernel: Any,
-    *,
-    seed: int,
-    n_steps: int,
-    initial_step: int,
-    save_every: int,
-    t0: float,
-    dt: float,
-    progress: Callable[[int, int], None] | None,
-    on_divergence: str,
-    method: str,
-    config: dict[str, Any],
-) -> Trajectory:
-    """The time loop of :func:`simulate` for an :class:`~inertia.integrators.inplace.InplaceKernel`.
-
-    The same saved steps, counters, progress calls, status, message and divergence policy as the
-    generic loop. Recording goes into preallocated ``(n_saved, n_paths)`` buffers of the run's
-    backend, copied to NumPy once at the end; noise comes from a
-    :class:`~inertia._backend.NoiseStream` (closed, its threads joined, however the loop ends).
-    Divergence: after every step the per-path kinetic energy is computed and its sum checked
-    (one host sync), at saved steps the potential too (see :class:`Trajectory`).
-
-    A kernel with a ``steps(n, k)`` method (:class:`~inertia.integrators.fused.FusedKernel`,
-    :class:`~inertia.integrators.fused_cpu.CpuFusedKernel`) advances chunks of up to
-    ``kernel.max_chunk`` steps that never span a saved step, and draws its keyed noise itself
-    (``kernel.seed``; no NoiseStream). The kinetic energy of the last state
-    of a chunk is checked once (one host sync per chunk); when it is not finite the kernel keeps
-    the state from before the chunk and the chunk is replayed here step by step with
-    ``kernel.step``, which finds the first bad step as the in-place loop does.
-    """
-    from inertia._backend import NoiseStream, serial_arithmetic
-
-    theta = kernel.theta
-    n_paths = int(theta.shape[0])
-    n_rows = n_steps // save_every + 1 + (1 if n_steps % save_every else 0)
-    kin = _empty_rows(theta, (n_rows, n_paths))
-    pot = _empty_rows(theta, (n_rows, n_paths))
-    diss = _empty_rows(theta, (n_rows, n_paths))
-    check = _empty_rows(theta, (n_paths,))
-    steps = np.zeros(n_rows, dtype=np.int64)
-    row = 0
-
-    def record(n: int) -> bool:
-        nonlocal row
-        kernel.kinetic(kin[row])
-        kernel.potential(pot[row])
-        diss[row] = kernel.dissipated
-        steps[row] = n
-        row += 1
-        return math.isfinite(float(kin[row - 1].sum()) + float(pot[row - 1].sum()))
-
-    noise = None
-    n_grad = 0
-    taken = 0
-    first_bad: int | None = None
-    # a FusedKernel (inertia.integrators.fused) advances whole chunks and draws its own keyed noise
-    chunked = callable(getattr(kernel, "steps", None))
-
-    def one_step(n: int) -> bool:
-        """Step ``n`` in place, checked and recorded as the in-place loop does; True: stop."""
-        nonlocal n_grad, taken, first_bad
-        n_grad += kernel.step(n)
-        taken += 1
-        saved = taken % save_every == 0 or taken == n_steps
-        finite = saved or math.isfinite(float(kernel.kinetic(check).sum()))
-        if saved or not finite:
-            ok = record(n + 1)
-            if progress is not None:
-                progress(taken, n_steps)
-            if not (finite and ok):
-                first_bad = n + 1
-                return True
-        return False
-
-    stack = contextlib.ExitStack()
-    try:
-        if chunked:
-            kernel.seed = seed
-        elif kernel.n_noise and n_steps:
-            # the next key is filled while the arithmetic runs on the calling thread (torch's
-            # intra-op threads would compete with the fill threads: see serial_arithmetic)
-            noise = NoiseStream(seed, kernel.noise_keys(initial_step, n_steps), theta)
-            kernel.noise = noise
-            if noise.threads > 1:
-                stack.enter_context(serial_arithmetic(theta))
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if not record(initial_step):
-                first_bad = initial_step
-            while first_bad is None and taken < n_steps:
-                n = initial_step + taken
-                # a chunk ends at the next saved step, the last step or after max_chunk steps
-                k = min(save_every - taken % save_every, n_steps - taken, kernel.max_chunk if chunked else 1)
-                done = kernel.steps(n, k) if chunked else None
-                if done is None:  # the in-place loop (or a fused kernel that could not compile)
-                    one_step(n)
-                    continue
-                n_grad_chunk, finite = done
-                if not finite:  # replay the chunk step by step from the unchanged state
-                    for j in range(k):
-                        if one_step(n + j):
-                            break
-                    continue
-                n_grad += n_grad_chunk
-                taken += k
-                if taken % save_every == 0 or taken == n_steps:
-                    ok = record(n + k)
-                    if progress is not None:
-                        progress(taken, n_steps)
-                    if not ok:
-                        first_bad = n + k
-    finally:
-        kernel.noise = None
-        stack.close()
-        if noise is not None:
-            noise.close()
-
-    return finish(
-        steps=steps[:row],
-        kinetic=to_numpy(kin[:row]),
-        potential=to_numpy(pot[:row]),
-        dissipated=to_numpy(diss[:row]),
+        kinetic=kin,
+        potential=pot,
+        dissipated=diss,
         theta=kernel.theta,
         v=kernel.v,
         first_bad=first_bad,
         taken=taken,
-        n_grad=n_grad,
+        n_grad=kernel.n_grad,
         method=method,
         t0=t0,
         dt=dt,
@@ -526,10 +346,87 @@ def _run_inplace(
     )
 
 
-def _empty_rows(like: Any, shape: tuple[int, ...]) -> Any:
-    """An uninitialised array of ``shape`` in ``like``'s backend, dtype and device."""
-    xp = array_namespace(like)
-    return xp.empty(shape, dtype=like.dtype, device=_device(like))
+def _n_saved(n_steps: int, save_every: int) -> int:
+    """Rows of a run without divergence: steps ``0, save_every, ...`` and ``n_steps``."""
+    return n_steps // save_every + 1 + (1 if n_steps % save_every else 0)
+
+
+def _drive(
+    kernel: Kernel,
+    *,
+    seed: int,
+    initial_step: int,
+    n_steps: int,
+    save_every: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[np.ndarray, int | None, int]:
+    """The time loop of every run: ``(saved steps, first bad step or None, steps taken)``.
+
+    Records the initial state (row 0), then advances chunks of at most ``kernel.max_chunk``
+    steps; a chunk ends at the run's end and, unless the kernel records inside its chunks
+    (``kernel.records_inside``), at the next saved step. The saved steps are ``initial_step +
+    save_every i`` and the last step (:func:`inertia.kernels.saves_of`). After each saved step
+    ``progress(steps done, n_steps)`` is called. Divergence: a kernel reports where its state
+    went non-finite (``advance`` returns the step), or that a chunk did somewhere (``0``: the
+    state is as before the chunk), and then the chunk is replayed here one step per call; a
+    saved step whose ``sum K + sum L`` is not finite is divergence too. The first non-finite
+    state is recorded as the last row and the run stops there.
+    """
+    n_rows = _n_saved(n_steps, save_every)
+    steps = np.zeros(n_rows, dtype=np.int64)
+    row, taken = 1, 0
+    first_bad: int | None = None
+    kernel.open(seed, initial_step, n_steps, n_rows)
+
+    def book(n0: int, k: int, saves: Saves, got: int | None, inside: bool) -> None:
+        """Account for a chunk that ``advance`` returned ``got`` for (not 0)."""
+        nonlocal row, taken, first_bad
+        done = k if got is None else got
+        offsets = saves.offsets(done if got is None else done - 1)
+        m = offsets.size
+        if m:
+            steps[row : row + m] = n0 + offsets
+            for j in offsets.tolist():
+                if not inside and not kernel.record(row):  # only at the chunk's end
+                    first_bad = n0 + j
+                row += 1
+                if progress is not None:
+                    progress(taken + j, n_steps)
+        if got is not None:
+            steps[row] = n0 + got
+            if not inside:
+                kernel.record(row)
+            row += 1
+            if progress is not None:
+                progress(taken + got, n_steps)
+            first_bad = n0 + got
+        taken += done
+
+    # Blow-up is detected and reported (status, first bad step, DivergenceError), so NumPy's
+    # floating-point warnings on the way to inf/nan would only duplicate it.
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            steps[0] = initial_step
+            if not kernel.record(0):
+                first_bad = initial_step
+            while first_bad is None and taken < n_steps:
+                n0 = initial_step + taken
+                k = min(kernel.max_chunk, n_steps - taken)
+                if not kernel.records_inside:
+                    k = min(k, save_every - taken % save_every)
+                saves = saves_of(taken, k, save_every, n_steps, row)
+                got = kernel.advance(n0, k, saves)
+                if got != 0:
+                    book(n0, k, saves, got, kernel.records_inside)
+                    continue
+                for j in range(k):  # replay the chunk from its unchanged start, step by step
+                    one = saves_of(taken, 1, save_every, n_steps, row)
+                    book(n0 + j, 1, one, kernel.advance(n0 + j, 1, one, replay=True), False)
+                    if first_bad is not None:
+                        break
+    finally:
+        kernel.close()
+    return steps[:row], first_bad, taken
 
 
 def _device(x: Any) -> Any:
@@ -542,450 +439,3 @@ def _methods() -> dict[str, Any]:
     from inertia.integrators import METHODS
 
     return METHODS
-
-
-# --- long single paths (issue 4) -------------------------------------------------------------
-#
-# One path (n_paths = 1), no noise, NumPy arrays and a built-in method: simulate() hands the run
-# to _run_single_path, which steps it either in the compiled loop of
-# inertia.integrators.compiled (built-in potentials, numba installed) or in the lean NumPy loop
-# below (any Potential). Both take the generic loop's sub-steps and formulas, in the same order:
-# float64 results equal simulate(..., fast=False) to rounding (bit for bit where the arithmetic is
-# the same, which the tests pin), with the same recording, divergence and Trajectory.
-
-#: The lean loop checks divergence every this many steps (and at every saved step); a failed
-#: check replays those steps one by one from the last good state to find the first bad step.
-_CHECK_EVERY = 128
-#: Steps per call of the compiled loop (progress is reported after each call).
-_COMPILED_CHUNK = 1 << 16
-#: ... when a friction schedule is tabulated in Python for each chunk.
-_TABLE_CHUNK = 4096
-
-
-_SINGLE_PATH_METHODS: dict[str, tuple[Any, Any]] | None = None
-
-
-def _single_path_methods() -> dict[str, tuple[Any, Any]]:
-    """``name -> (registered Method, scheme)`` for the built-in methods (scheme ``None``: Euler)."""
-    from inertia.integrators import METHODS
-    from inertia.integrators.splitting import BAOAB, LEAPFROG, SYMPLECTIC_EULER, YOSHIDA4
-
-    global _SINGLE_PATH_METHODS
-    if _SINGLE_PATH_METHODS is None:
-        schemes = {
-            "euler": None,
-            "euler_maruyama": None,
-            "symplectic_euler": SYMPLECTIC_EULER,
-            "leapfrog": LEAPFROG,
-            "yoshida4": YOSHIDA4,
-            "baoab": BAOAB,
-        }
-        _SINGLE_PATH_METHODS = {name: (METHODS[name], scheme) for name, scheme in schemes.items()}
-    return _SINGLE_PATH_METHODS
-
-
-def _single_path_loop(
-    potential: Potential, method: str, meth: Any, theta: Any, n_paths: int, sigma: float
-) -> str | None:
-    """The loop that steps this run: ``"compiled"``, ``"numpy"`` (lean), or ``None`` (generic).
-
-    The single-path loops take one deterministic path (``n_paths = 1``, ``sigma = 0``) of a NumPy
-    float32/float64 ``theta`` with a built-in method; the compiled loop also needs a built-in
-    potential (exact class) and numba.
-    """
-    entry = _single_path_methods().get(method)
-    if entry is None or entry[0] is not meth or n_paths != 1 or sigma != 0.0:
-        return None
-    if not isinstance(theta, np.ndarray) or theta.dtype not in (np.float32, np.float64):
-        return None
-    from inertia import potentials as p
-
-    if type(potential) in (p.Quadratic, p.DoubleWell, p.QuarticChain, p.Rosenbrock):
-        from inertia.integrators import compiled
-
-        if compiled.available() and compiled.family_of(potential) is not None:
-            return "compiled"
-    return "numpy"
-
-
-def _substeps(scheme: Any, friction_free: bool) -> tuple[tuple[str, float, float], ...]:
-    """``(letter, c, start)`` per sub-step, as the generic splitting step runs them: the scheme
-    reduced like :func:`~inertia.integrators.splitting.reduce_scheme` does for the run, and the
-    start of each ``O`` sub-step as a fraction of ``dt`` (``O`` sub-steps tile ``[0, 1]``)."""
-    from inertia.integrators.splitting import reduce_scheme
-
-    if scheme is None:
-        return (("E", 1.0, 0.0),)
-    out = []
-    acc = 0.0
-    for letter, c in reduce_scheme(scheme, drop_friction=friction_free):
-        out.append((letter, c, acc))
-        if letter == "O":
-            acc += c
-    return tuple(out)
-
-
-def _n_saved(n_steps: int, save_every: int) -> int:
-    """Rows of a run without divergence: steps ``0, save_every, ...`` and ``n_steps``."""
-    return n_steps // save_every + 1 + (1 if n_steps % save_every else 0)
-
-
-_Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-#: theta, v, value (None when stale), grad (None when stale), dissipated, n_grad_evals
-_LeanState = tuple[Any, Any, Any, Any, Any, int]
-_PathResult = tuple[_Rows, Any, Any, int | None, int, int]
-
-
-def _single_path_compiled(
-    potential: Potential,
-    scheme: Any,
-    theta: np.ndarray,
-    v: np.ndarray,
-    friction: Friction,
-    mass_json: Any,
-    dt: float,
-    t0: float,
-    initial_step: int,
-    n_steps: int,
-    save_every: int,
-    progress: Callable[[int, int], None] | None,
-) -> _PathResult:
-    """Drive :func:`inertia.integrators.compiled.run_path` in chunks (float64 inside)."""
-    from inertia.dynamics import ConstantFriction, NesterovFriction
-    from inertia.integrators import compiled as cc
-
-    spec = cc.family_of(potential)
-    assert spec is not None
-    family, scalars, arr = spec
-    dtype = theta.dtype
-    limit = float(np.finfo(dtype).max)
-    th = np.array(theta[0], dtype=np.float64)
-    vel = np.array(v[0], dtype=np.float64)
-    d = th.size
-    grad = np.zeros(d)
-    tmp = np.zeros(d)
-    mass = np.ascontiguousarray(np.broadcast_to(np.asarray(mass_json, dtype=np.float64), (d,)))
-    inv_mass = 1.0 / mass
-
-    friction_free = friction.is_zero()
-    subs = _substeps(scheme, friction_free)
-    codes = np.array([{"A": cc.SUB_A, "B": cc.SUB_B, "O": cc.SUB_O, "E": cc.SUB_EULER}[s[0]] for s in subs])
-    coefs = np.array([c * dt for _, c, _ in subs])
-    starts = np.array([start for _, _, start in subs])
-    fracs = np.array([c for _, c, _ in subs])
-    o_subs = [(start, c) for letter, c, start in subs if letter == "O"]
-    t_start = t0 + initial_step * dt
-    gamma = 0.0
-    if friction_free:
-        mode = cc.FRICTION_NONE
-    elif type(friction) is ConstantFriction:
-        mode, gamma = cc.FRICTION_CONSTANT, float(friction.gamma)
-    elif type(friction) is NesterovFriction and t_start >= 0.0:
-        mode, gamma = cc.FRICTION_NESTEROV, float(friction.r)
-    else:
-        mode = cc.FRICTION_TABLE
-    chunk = _TABLE_CHUNK if mode == cc.FRICTION_TABLE else _COMPILED_CHUNK
-    no_table = np.zeros((1, 1))
-
-    def table(n0: int, k: int) -> np.ndarray:
-        # the generic loop's friction values for steps n0 .. n0 + k - 1, in Python
-        if mode != cc.FRICTION_TABLE:
-            return no_table
-        times = [t0 + n * dt for n in range(n0, n0 + k)]
-        if scheme is None:
-            return np.array([[friction(t)] for t in times], dtype=np.float64)
-        return np.array(
-            [[friction.integral(t + s * dt, t + (s + c) * dt) for s, c in o_subs] for t in times],
-            dtype=np.float64,
-        ).reshape(k, len(o_subs))
-
-    size = _n_saved(n_steps, save_every)
-    rec_step = np.zeros(size, dtype=np.int64)
-    rec_k, rec_p, rec_d = np.zeros(size), np.zeros(size), np.zeros(size)
-    pot0 = cc.value_and_grad(family, th, grad, scalars, arr, tmp)
-    kin0 = cc.kinetic(vel, mass, tmp)
-    rec_step[0], rec_k[0], rec_p[0] = initial_step, kin0, pot0
-    n_rec, taken, n_grad = 1, 0, 0
-    bad = not abs(kin0 + pot0) <= limit
-    fresh, value, diss = False, 0.0, 0.0
-    while taken < n_steps and not bad:
-        k = min(chunk, n_steps - taken)
-        n0 = initial_step + taken
-        before = n_rec
-        taken, bad, ng, n_rec, fresh, value, diss = cc.run_path(
-            family,
-            scalars,
-            arr,
-            th,
-            vel,
-            grad,
-            tmp,
-            codes,
-            coefs,
-            starts,
-            fracs,
-            mode,
-            gamma,
-            table(n0, k),
-            mass,
-            inv_mass,
-            dt,
-            t0,
-            n0,
-            k,
-            taken,
-            n_steps,
-            save_every,
-            limit,
-            rec_step,
-            rec_k,
-            rec_p,
-            rec_d,
-            n_rec,
-            fresh,
-            value,
-            diss,
-        )
-        n_grad += ng
-        if progress is not None:
-            for r in range(before, n_rec):
-                progress(int(rec_step[r]) - initial_step, n_steps)
-    first_bad = int(rec_step[n_rec - 1]) if bad else None
-    with np.errstate(over="ignore"):  # a float32 run past float32's range reads as inf, as it would
-        rows = (
-            rec_step[:n_rec].copy(),
-            rec_k[:n_rec, None].astype(dtype),
-            rec_p[:n_rec, None].astype(dtype),
-            rec_d[:n_rec, None].astype(dtype),
-        )
-        return rows, th.astype(dtype)[None, :], vel.astype(dtype)[None, :], first_bad, taken, n_grad
-
-
-def _single_path_numpy(
-    potential: Potential,
-    scheme: Any,
-    theta: np.ndarray,
-    v: np.ndarray,
-    friction: Friction,
-    mass_arr: Any,
-    inv_mass: Any,
-    dt: float,
-    t0: float,
-    initial_step: int,
-    n_steps: int,
-    save_every: int,
-    progress: Callable[[int, int], None] | None,
-) -> _PathResult:
-    """The lean NumPy loop: the generic loop's sub-steps on ``(1, d)`` arrays, without the per-step
-    state objects and host syncs.
-
-    Divergence (``sum(theta) + sum(v^2) (+ L where the step evaluated it)`` not finite) is checked
-    every :data:`_CHECK_EVERY` steps and at every saved step; when a check fails, the steps since
-    the last good check are replayed one by one from that state (kept as it was: ``theta`` gets a
-    new array at every drift, as the potential's input must, and ``v`` is copied before it is
-    updated in place) to find the first bad step. This assumes what every blow-up does: once
-    that sum is non-finite it stays so up to the next check (a NaN stays NaN); a state that
-    overflows and comes back within ``_CHECK_EVERY`` steps would go unreported.
-    """
-    from inertia.integrators.splitting import o_coefficients
-
-    value_and_grad = potential.value_and_grad
-    prog = tuple((letter, c * dt, start, c) for letter, c, start in _substeps(scheme, friction.is_zero()))
-    unit_mass = isinstance(inv_mass, float) and inv_mass == 1.0  # 1.0 * grad == grad: skip it
-
-    def advance(st: _LeanState, n0: int, n1: int, check_each: bool) -> tuple[_LeanState, int | None]:
-        theta, v, value, grad, diss, n_grad = st
-        for n in range(n0, n1):
-            t = t0 + n * dt
-            step_diss: Any = None
-            for letter, cdt, start, c in prog:
-                if letter == "A":
-                    theta = theta + cdt * v
-                    value = grad = None
-                elif letter == "B":
-                    if grad is None:
-                        value, grad = value_and_grad(theta)
-                        n_grad += 1
-                    v = v - cdt * grad if unit_mass else v - cdt * (inv_mass * grad)
-                elif letter == "O":
-                    c1, one_minus_c1sq, _ = o_coefficients(
-                        friction, 0.0, t + start * dt, t + (start + c) * dt
-                    )
-                    if one_minus_c1sq != 0.0:
-                        work = one_minus_c1sq * kinetic(v, mass_arr)
-                        step_diss = work if step_diss is None else step_diss + work
-                    v = c1 * v
-                else:  # explicit Euler, as inertia.integrators.euler
-                    if grad is None:
-                        grad = value_and_grad(theta)[1]
-                        n_grad += 1
-                    gamma = friction(t)
-                    new_v = v - dt * grad if unit_mass else v - dt * (inv_mass * grad)
-                    if gamma != 0.0:
-                        new_v = new_v - (dt * gamma) * v
-                        step_diss = (2.0 * dt * gamma) * kinetic(v, mass_arr)
-                    theta, v = theta + dt * v, new_v
-                    value = grad = None
-            if step_diss is not None:
-                diss = diss + step_diss
-            if check_each and not _finite_state(theta, v, value):
-                return (theta, v, value, grad, diss, n_grad), n + 1
-        return (theta, v, value, grad, diss, n_grad), None
-
-    # conservative splitting (kicks and drifts only, e.g. frictionless leapfrog): the same
-    # sub-steps with less bookkeeping per step; L is current exactly while grad is
-    drifts_and_kicks = tuple((letter == "A", cdt) for letter, cdt, _, _ in prog)
-
-    def advance_conservative(
-        st: _LeanState, n0: int, n1: int, check_each: bool
-    ) -> tuple[_LeanState, int | None]:
-        theta, v, value, grad, diss, n_grad = st
-        v = v.copy()  # updated in place below; the caller's state stays as it was, for a replay
-        for n in range(n0, n1):
-            for drift, cdt in drifts_and_kicks:
-                if drift:
-                    new = cdt * v  # theta + c dt v, in a new array: theta is the potential's input
-                    new += theta
-                    theta = new
-                    grad = None
-                else:
-                    if grad is None:
-                        value, grad = value_and_grad(theta)
-                        n_grad += 1
-                    v -= cdt * grad if unit_mass else cdt * (inv_mass * grad)
-            if check_each and not _finite_state(theta, v, None if grad is None else value):
-                return (theta, v, None if grad is None else value, grad, diss, n_grad), n + 1
-        return (theta, v, None if grad is None else value, grad, diss, n_grad), None
-
-    if all(letter in ("A", "B") for letter, _, _, _ in prog):
-        advance = advance_conservative
-
-    rows: list[tuple[int, Any, Any, Any]] = []
-
-    def record(n: int, st: _LeanState) -> tuple[_LeanState, bool]:
-        theta, v, value, grad, diss, n_grad = st
-        if value is None:
-            value = potential.value(theta)
-        k = kinetic(v, mass_arr)
-        rows.append((n, k, value, diss))
-        return (theta, v, value, grad, diss, n_grad), math.isfinite(float(np.sum(k) + np.sum(value)))
-
-    st: _LeanState = (theta, v, None, None, np.zeros((1,), dtype=theta.dtype), 0)
-    end = initial_step + n_steps
-    n = initial_step
-    st, ok = record(n, st)
-    first_bad = None if ok else initial_step
-    while first_bad is None and n < end:
-        next_save = initial_step + ((n - initial_step) // save_every + 1) * save_every
-        stop = min(n + _CHECK_EVERY, next_save, end)
-        new, _ = advance(st, n, stop, False)
-        if not _finite_state(new[0], new[1], new[2]):
-            new, first_bad = advance(st, n, stop, True)
-            if first_bad is None:  # a potential that is not a pure function of theta
-                first_bad = stop
-        n = stop if first_bad is None else first_bad
-        st = new
-        if first_bad is not None or n == next_save or n == end:
-            st, ok = record(n, st)
-            if progress is not None:
-                progress(n - initial_step, n_steps)
-            if not ok:
-                first_bad = n
-    steps = np.asarray([r[0] for r in rows], dtype=np.int64)
-    out = (
-        steps,
-        np.stack([r[1] for r in rows]),
-        np.stack([np.asarray(r[2]).reshape(1) for r in rows]),
-        np.stack([r[3] for r in rows]),
-    )
-    return out, st[0], st[1], first_bad, n - initial_step, st[5]
-
-
-def _finite_state(theta: Any, v: Any, value: Any) -> bool:
-    """The generic loop's per-step check: ``sum(theta) + sum(v^2) (+ sum(L))`` is finite."""
-    check = np.sum(theta) + np.sum(v * v)
-    if value is not None:
-        check = check + np.sum(value)
-    return math.isfinite(float(check))
-
-
-def _run_single_path(
-    loop: str,
-    potential: Potential,
-    method: str,
-    theta: Any,
-    v: Any,
-    *,
-    friction: Friction,
-    mass_arr: Any,
-    inv_mass: Any,
-    mass_json: Any,
-    dt: float,
-    t0: float,
-    initial_step: int,
-    n_steps: int,
-    save_every: int,
-    progress: Callable[[int, int], None] | None,
-    on_divergence: str,
-    config: dict[str, Any],
-) -> Trajectory:
-    """One deterministic path through the compiled or the lean NumPy loop, as a :class:`Trajectory`
-    with the generic loop's rows, status, message, counters and divergence policy."""
-    scheme = _single_path_methods()[method][1]
-    log.info(
-        "simulate: %s, one path x d=%d, %d steps of dt=%g (%s loop)",
-        method,
-        theta.shape[-1],
-        n_steps,
-        dt,
-        loop,
-    )
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if loop == "compiled":
-            rows, theta, v, first_bad, taken, n_grad = _single_path_compiled(
-                potential,
-                scheme,
-                theta,
-                v,
-                friction,
-                mass_json,
-                dt,
-                t0,
-                initial_step,
-                n_steps,
-                save_every,
-                progress,
-            )
-        else:
-            rows, theta, v, first_bad, taken, n_grad = _single_path_numpy(
-                potential,
-                scheme,
-                theta,
-                v,
-                friction,
-                mass_arr,
-                inv_mass,
-                dt,
-                t0,
-                initial_step,
-                n_steps,
-                save_every,
-                progress,
-            )
-    steps, kin, pot, diss = rows
-    return finish(
-        steps=steps,
-        kinetic=kin,
-        potential=pot,
-        dissipated=diss,
-        theta=theta,
-        v=v,
-        first_bad=first_bad,
-        taken=taken,
-        n_grad=n_grad,
-        method=method,
-        t0=t0,
-        dt=dt,
-        config=config,
-        on_divergence=on_divergence,
-    )

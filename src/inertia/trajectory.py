@@ -47,13 +47,15 @@ class Trajectory:
             diagonal quadratic) checks the per-path kinetic energy after every step and the
             potential (hence ``theta``) at saved steps; it flags the same step as the generic
             loop unless ``theta`` overflows at an unsaved step while ``v`` stays finite. The
-            chunked kernels (on CUDA, :mod:`inertia.integrators.fused`, chunks of up to 8 steps;
-            on CPU without noise, :mod:`inertia.integrators.fused_cpu`, up to 128) check the
+            chunked kernels (on CUDA, :mod:`inertia.kernels.fused`, chunks of up to 8 steps;
+            on CPU without noise, :mod:`inertia.kernels.fused_cpu`, up to 128) check the
             kinetic energy once per chunk (chunks end at saved steps) and, when it is not
             finite, replay the chunk step by step as the in-place loop: the same step, assuming
             a kinetic energy that became non-finite stays so to the end of the chunk.
         n_steps: steps taken; n_grad_evals: gradient evaluations.
-        method: the integrator; config: the arguments of the run (JSON-serialisable).
+        method: the integrator; config: the arguments of the run (JSON-serialisable), with
+            ``config["kernel"]`` the kernel of :mod:`inertia.kernels` that stepped it (saved in
+            the ``.npz`` metadata and in :meth:`to_pandas`'s ``attrs``).
     """
 
     t: np.ndarray
@@ -89,13 +91,14 @@ class Trajectory:
         """A long table: one row per saved step and path.
 
         Columns ``step, t, path, kinetic, potential, inertia, dissipated``; ``paths`` selects a
-        subset of path indices (default: all).
+        subset of path indices (default: all). ``DataFrame.attrs`` carries the run's ``method``,
+        ``kernel`` (the :mod:`inertia.kernels` kernel that stepped it), ``status`` and ``config``.
         """
         import pandas as pd
 
         idx = np.arange(self.n_paths) if paths is None else np.atleast_1d(np.asarray(paths))
         n_t, n_p = self.n_saved, idx.size
-        return pd.DataFrame(
+        df = pd.DataFrame(
             {
                 "step": np.repeat(self.step, n_p),
                 "t": np.repeat(self.t, n_p),
@@ -106,6 +109,10 @@ class Trajectory:
                 "dissipated": self.dissipated[:, idx].reshape(-1),
             }
         )
+        df.attrs.update(
+            method=self.method, kernel=self.config.get("kernel"), status=self.status, config=dict(self.config)
+        )
+        return df
 
     def save(self, path: str | Path) -> Path:
         """Write the trajectory: ``.npz`` (all arrays and the config), ``.csv`` or ``.parquet``

@@ -9,6 +9,10 @@ from typing import Any, NamedTuple
 from inertia._backend import Array
 from inertia.dynamics import Friction
 
+#: A scheme: the exact flows of one step with their fractions of ``dt``, in order (see
+#: :mod:`inertia.integrators.splitting`); ``(("E", 1.0),)`` is the whole explicit Euler step.
+Scheme = tuple[tuple[str, float], ...]
+
 
 class IntegratorState(NamedTuple):
     """``(theta, v)`` plus the cached ``V(theta)`` and ``grad V(theta)`` (``None`` when stale)."""
@@ -72,6 +76,11 @@ class Method:
         make_step: builds the step function for a run (``friction_free`` lets splitting schemes
             drop identity sub-steps so reductions are bit-exact).
         description: one line for tables and ``--help``.
+        scheme: the step as a sequence of exact flows ``(letter, fraction of dt)`` (``A``
+            drift, ``B`` kick, ``O`` friction and noise; ``(("E", 1.0),)`` explicit Euler), the
+            one declaration every kernel of :mod:`inertia.kernels` executes (see
+            :attr:`kernel_scheme`); ``None`` for a method known only by its ``make_step`` (it
+            runs in the generic loop only).
     """
 
     name: str
@@ -83,3 +92,14 @@ class Method:
     make_step: Callable[[bool], StepFn]
     description: str
     exact_friction: bool = True
+    scheme: Scheme | None = None
+
+    @property
+    def kernel_scheme(self) -> Scheme | None:
+        """The scheme the fast kernels may execute in place of :attr:`make_step`: :attr:`scheme`
+        when ``make_step`` was built from it (``make_splitting_step(scheme)``, or the Euler
+        step), else ``None`` (a method whose step function is its own, e.g. a wrapped or
+        instrumented one, runs in the generic loop only)."""
+        if self.scheme is not None and getattr(self.make_step, "scheme", None) == self.scheme:
+            return self.scheme
+        return None

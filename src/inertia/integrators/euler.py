@@ -15,7 +15,11 @@ from __future__ import annotations
 import math
 
 from inertia.energy import kinetic
-from inertia.integrators._base import IntegratorState, StepContext, StepFn, StepResult
+from inertia.integrators._base import IntegratorState, Scheme, StepContext, StepFn, StepResult
+
+#: The scheme of the Euler methods: one flow ``E``, the whole explicit step above (the kernels of
+#: :mod:`inertia.kernels` execute it as written there).
+EULER_STEP: Scheme = (("E", 1.0),)
 
 
 def make_euler_step(friction_free: bool) -> StepFn:
@@ -39,3 +43,6 @@ def make_euler_step(friction_free: bool) -> StepFn:
         return StepResult(IntegratorState(theta + dt * v, new_v, None, None), dissipated, n_grad)
 
     return step
+
+
+make_euler_step.scheme = EULER_STEP  # type: ignore[attr-defined]  # what the kernels may execute instead

@@ -29,9 +29,7 @@ from collections.abc import Callable, Sequence
 
 from inertia.dynamics import Friction
 from inertia.energy import kinetic
-from inertia.integrators._base import IntegratorState, StepContext, StepFn, StepResult
-
-Scheme = tuple[tuple[str, float], ...]
+from inertia.integrators._base import IntegratorState, Scheme, StepContext, StepFn, StepResult
 
 SYMPLECTIC_EULER: Scheme = (("O", 1.0), ("B", 1.0), ("A", 1.0))
 LEAPFROG: Scheme = (("O", 0.5), ("B", 0.5), ("A", 1.0), ("B", 0.5), ("O", 0.5))
@@ -71,7 +69,7 @@ def o_coefficients(friction: Friction, sigma: float, ta: float, tb: float) -> tu
     ``c2 = sigma sqrt((tb - ta) (1 - c1^2) / (2 Gamma))`` (``sigma sqrt(tb - ta)`` when
     ``Gamma = 0``; 0 when ``sigma = 0`` or ``Gamma = inf``). The friction work of the sub-step is
     ``(1 - c1^2) K``. Shared by the functional steps here and the in-place kernels
-    (:mod:`inertia.integrators.inplace`), so both use one formula.
+    (:mod:`inertia.kernels`), so both use one formula.
 
     Example:
         >>> from inertia.dynamics import ConstantFriction
@@ -133,4 +131,5 @@ def make_splitting_step(scheme: Scheme) -> Callable[[bool], StepFn]:
 
         return step
 
+    make_step.scheme = scheme  # type: ignore[attr-defined]  # what the kernels may execute instead
     return make_step

@@ -13,15 +13,17 @@ from __future__ import annotations
 import torch
 
 from inertia.track.adam import AdamMapping
-from inertia.track.log import RunLog, TensorBoardSink, read_history
+from inertia.track.log import RunLog, TensorBoardSink, read_history, run_status
 from inertia.track.mapping import MAPPINGS, Mapping, StepTerms, mapping_for, register_mapping
 from inertia.track.rmsprop import RMSpropMapping
 from inertia.track.sgd import SGDMapping
+from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor, StabilityWarning
 from inertia.track.tracker import COLUMNS, InertiaTracker, NonFiniteError, Sink
 
 __all__ = [
     "COLUMNS",
     "MAPPINGS",
+    "SHARPNESS_COLUMNS",
     "AdamMapping",
     "InertiaTracker",
     "Mapping",
@@ -29,12 +31,15 @@ __all__ = [
     "RMSpropMapping",
     "RunLog",
     "SGDMapping",
+    "SharpnessMonitor",
     "Sink",
+    "StabilityWarning",
     "StepTerms",
     "TensorBoardSink",
     "mapping_for",
     "read_history",
     "register_mapping",
+    "run_status",
 ]
 
 register_mapping(torch.optim.SGD, SGDMapping())

@@ -54,24 +54,36 @@ from inertia.track.mapping import (
     momentum_terms,
     params_with_grad,
     prior,
-    reduce_flat,
 )
+from inertia.track.reduce import reduce_flat
 
-__all__ = ["AdamMapping"]
+__all__ = ["AdamMapping", "adam_metric"]
 
 
 def _floats(values: list[Any]) -> list[float]:
-    """Step counts as Python floats; tensors on an accelerator are read in one transfer."""
+    """Step counts as Python floats, read in one operation per device (not one per tensor);
+    on an accelerator (``capturable``/``fused`` optimizers) that read waits for the device."""
     import torch
 
-    on_device = [v for v in values if isinstance(v, torch.Tensor) and v.device.type != "cpu"]
-    if len(on_device) > 1 and len({v.device for v in on_device}) == 1:
-        read = iter(torch.stack([v.reshape(()) for v in on_device]).tolist())
-        return [
-            float(next(read)) if isinstance(v, torch.Tensor) and v.device.type != "cpu" else float(v)
-            for v in values
-        ]
-    return [float(v) for v in values]
+    tensors: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor):
+            tensors.setdefault(v.device, []).append(i)
+    out = [float(v) if not isinstance(v, torch.Tensor) else math.nan for v in values]
+    for idx in tensors.values():
+        if len(idx) == 1:
+            out[idx[0]] = float(values[idx[0]])
+            continue
+        for i, x in zip(idx, torch.stack([values[i] for i in idx]).reshape(-1).tolist(), strict=True):
+            out[i] = float(x)
+    return out
+
+
+def adam_metric(s: Any, bc2: float, eps: float) -> Any:
+    """Adam's metric ``M = diag(sqrt(s / (1 - beta2^t)) + eps)`` from ``s`` (``exp_avg_sq``, or
+    ``max_exp_avg_sq`` with amsgrad) and ``bc2 = 1 - beta2^t``: the one formula the ledger and
+    the preconditioned sharpness (:mod:`inertia.curvature`) share."""
+    return s.sqrt() / math.sqrt(bc2) + eps
 
 
 class AdamMapping(Mapping):
@@ -108,6 +120,24 @@ class AdamMapping(Mapping):
             "decoupled": float(self._is_decoupled(group)),
         }
 
+    def preconditioner(self, group: dict[str, Any], state: Any) -> list[Any]:
+        """``P = (1 - beta1^t) M``: the step is ``theta -= eta P^{-1} m`` (Cohen et al.'s ``P``)."""
+        b1, b2 = (float(b) for b in group["betas"])
+        out: list[Any] = []
+        for p in group["params"]:
+            st = state[p] if p in state else {}
+            if "exp_avg_sq" not in st:
+                out.append(None)
+                continue
+            t = float(st["step"])
+            s = st["max_exp_avg_sq"] if group["amsgrad"] else st["exp_avg_sq"]
+            out.append((1.0 - b1**t) * adam_metric(s, 1.0 - b2**t, float(group["eps"])))
+        return out
+
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``dtheta^T P dtheta = 2 eta (1 - beta1) K`` with ``P = (1 - beta1^t) M``."""
+        return 2.0 * hp["lr"] * (1.0 - hp["beta1"]) * terms.kinetic
+
     def reduce(
         self,
         group: dict[str, Any],
@@ -134,7 +164,7 @@ class AdamMapping(Mapping):
         def products(t: float, grad: Any, m: Any, s: Any, p: Any) -> dict[str, tuple[Any, ...]]:
             raw = -grad if maximize else grad
             bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-            metric = s.sqrt() / math.sqrt(bc2) + eps
+            metric = adam_metric(s, bc2, eps)
             du = (-lr / bc1) * m / metric
             if decoupled:
                 theta0 = (p - du) / (1.0 - lr * wd) if wd else p - du

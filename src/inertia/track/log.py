@@ -6,8 +6,9 @@ Both are *sinks* of :class:`inertia.track.InertiaTracker`: objects with ``write(
 A :class:`RunLog` run directory (kind ``"track"``, see :mod:`inertia.runs`)::
 
     manifest.json     kind "track", config, versions, command line, columns, status, start and
-                      end time, n_rows, first_nonfinite_step; written atomically, at the start,
-                      at the first non-finite row and at the end
+                      end time, n_rows, first_nonfinite_step, the writing process, what the
+                      tracker tracks (optimizer, parameter dtypes, every); written
+                      atomically, at the start, at the first non-finite row and at the end
     rows.csv          the append-only row log: a header, then one CSV line per row, each written
                       with a single unbuffered write as it comes (so a killed process loses
                       nothing it recorded) and fsynced every ``fsync_every`` rows and at close
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from inertia._files import atomic_write_bytes, open_nofollow, refuse_symlink
+from inertia._process import owner, run_status
 from inertia.runs import (
     HISTORY,
     MANIFEST,
@@ -61,13 +63,15 @@ from inertia.runs import (
 )
 from inertia.track.tracker import COLUMNS
 
-__all__ = ["KIND", "STATUSES", "RunLog", "TensorBoardSink", "read_history"]
+__all__ = ["KIND", "STATUSES", "RunLog", "TensorBoardSink", "read_history", "row_scalars", "run_status"]
 
 log = logging.getLogger(__name__)
 
 #: The manifest kind of a tracked run (``inertia report`` dispatches on it).
 KIND = "track"
-#: The values of the manifest's ``status``.
+#: The values of the manifest's ``status``: ``running`` until the log closes, then ``complete``,
+#: ``stopped`` (``nan_policy="stop"``) or ``failed`` (with ``error``). A reader reports a run whose
+#: writer died while ``running`` as ``interrupted`` (:func:`run_status`); that is never written.
 STATUSES = ("running", "complete", "stopped", "failed")
 
 _RUNDIR_KEYS = frozenset({"kind", "started", "finished", "command", "versions"})  # write_manifest's
@@ -79,6 +83,8 @@ _RESERVED = _RUNDIR_KEYS | {
     "fsync_every",
     "first_nonfinite_step",
     "resumes",
+    "process",
+    "tracked",
 }
 
 
@@ -211,6 +217,7 @@ class RunLog:
                 }
             )
             self._data.update(
+                process=owner(),  # issue 9: who writes, so that a reader can tell a dead run
                 status="running",
                 columns=list(cols),
                 rows=ROWS,
@@ -240,6 +247,7 @@ class RunLog:
                 "fsync_every": fsync_every,
                 "first_nonfinite_step": None,
                 "resumes": [],
+                "process": owner(),  # issue 9: who writes, so that a reader can tell a dead run
             }
             self.n_rows = 0
             if isinstance(run, RunDir):  # made by create_run: its manifest is not a log's yet
@@ -358,6 +366,28 @@ class RunLog:
         self._data.update(fields)
         self.run.write_manifest(self._data, finished=self._closed)
 
+    def describe(self, info: Mapping[str, Any]) -> None:
+        """What the tracker tracks (optimizer, parameter dtypes, ``n_params``, mode, ``every``,
+        ...), stored in the manifest under ``tracked`` and written at once; called by
+        :class:`~inertia.track.InertiaTracker` when it is created."""
+        self._data["tracked"] = dict(info)
+        self.run.write_manifest(self._data)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """The tracker's verdict on how the run ended, called by
+        :meth:`InertiaTracker.close` just before :meth:`close`.
+
+        Sets ``status`` (and ``error``) unless :meth:`annotate` already set a status other than
+        ``"running"`` (the caller's word wins). Nothing is written until :meth:`close`.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"`status` must be one of {STATUSES}, got {status!r}")
+        if self._closed or self._data.get("status") != "running":
+            return
+        self._data["status"] = status
+        if error:
+            self._data["error"] = error
+
     def close(self) -> None:
         """Fsync and close the row log, write ``history.parquet`` atomically, finish the manifest.
 
@@ -397,16 +427,37 @@ class RunLog:
         return f"RunLog({str(self.run.path)!r}, {self.n_rows} rows, {state})"
 
 
+def row_scalars(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """A row as ``{prefix + column: float}`` for a metrics logger, ``step`` left out.
+
+    ``finite`` becomes 1.0 or 0.0. In a row with ``finite == False`` every value is kept as it
+    is, NaN and infinities included, so the blow-up shows; in a finite row a NaN means "not
+    defined here" (row 0 has no ledger; ``noise`` is NaN in cheap mode) and is left out.
+
+    Example:
+        >>> row_scalars({"step": 3, "inertia": 1.5, "noise": float("nan"), "finite": True}, "i/")
+        {'i/inertia': 1.5, 'i/finite': 1.0}
+    """
+    finite = bool(row.get("finite", True))
+    out = {}
+    for name, value in row.items():
+        if name == "step":
+            continue
+        x = float(value.item() if hasattr(value, "item") else value)
+        if math.isnan(x) and finite:
+            continue
+        out[f"{prefix}{name}"] = x
+    return out
+
+
 class TensorBoardSink:
     """A tracker sink that sends each row to a TensorBoard-style writer as scalars.
 
     ``writer`` is any object with ``add_scalar(tag, value, global_step)``, e.g.
     ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package, which inertia
     does not depend on). Each column except ``step`` becomes the scalar ``<prefix><column>`` at
-    ``global_step = step``; ``finite`` is sent as 1.0 or 0.0. In a row with ``finite == False``
-    every value is sent as it is, NaN and infinities included, so the blow-up shows; in a finite
-    row a NaN means "not defined here" (row 0 has no ledger; ``noise`` is NaN in cheap mode)
-    and is not sent.
+    ``global_step = step``, converted by :func:`row_scalars` (``finite`` as 1.0 or 0.0; a NaN
+    is sent only in a non-finite row, where it shows the blow-up).
 
     Args:
         writer: the writer.
@@ -435,14 +486,8 @@ class TensorBoardSink:
     def write(self, row: Mapping[str, Any]) -> None:
         """Send the row's values as scalars at ``global_step = row["step"]``."""
         step = int(row["step"])
-        finite = bool(row.get("finite", True))
-        for name, value in row.items():
-            if name == "step":
-                continue
-            x = float(value.item() if hasattr(value, "item") else value)
-            if math.isnan(x) and finite:
-                continue
-            self.writer.add_scalar(f"{self.prefix}{name}", x, step)
+        for tag, x in row_scalars(row, self.prefix).items():
+            self.writer.add_scalar(tag, x, step)
 
     def close(self) -> None:
         """Flush the writer (and close it with ``close_writer=True``)."""

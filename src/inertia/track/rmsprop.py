@@ -38,10 +38,19 @@ from inertia.track.mapping import (
     momentum_terms,
     params_with_grad,
     prior,
-    reduce_flat,
 )
+from inertia.track.reduce import reduce_flat
 
-__all__ = ["RMSpropMapping"]
+__all__ = ["RMSpropMapping", "rmsprop_metric"]
+
+
+def rmsprop_metric(s: Any, a: Any, eps: float) -> Any:
+    """RMSprop's metric ``M = diag(sqrt(s) + eps)`` (centered: ``sqrt(s - a^2) + eps``, ``a``
+    the ``grad_avg``; ``a = None`` otherwise): shared by the ledger and
+    :mod:`inertia.curvature`."""
+    if a is not None:
+        s = s - a * a
+    return s.sqrt() + eps
 
 
 class RMSpropMapping(Mapping):
@@ -62,6 +71,18 @@ class RMSpropMapping(Mapping):
             "centered": float(bool(group["centered"])),
             "maximize": float(bool(group.get("maximize", False))),
         }
+
+    def preconditioner(self, group: dict[str, Any], state: Any) -> list[Any]:
+        """``P = M``: the step is ``theta -= eta b`` with ``b <- mu b + M^{-1} g``."""
+        out: list[Any] = []
+        for p in group["params"]:
+            st = state[p] if p in state else {}
+            if "square_avg" not in st:
+                out.append(None)
+                continue
+            a = st["grad_avg"] if group["centered"] else None
+            out.append(rmsprop_metric(st["square_avg"], a, float(group["eps"])))
+        return out
 
     def reduce(
         self,
@@ -87,9 +108,7 @@ class RMSpropMapping(Mapping):
 
         def products(_: Any, grad: Any, s: Any, a: Any, b: Any, p: Any) -> dict[str, tuple[Any, Any]]:
             raw = -grad if maximize else grad
-            if a is not None:
-                s = s - a * a
-            metric = s.sqrt() + eps
+            metric = rmsprop_metric(s, a, eps)
             if mu != 0.0:
                 theta0: Any = p + lr * b if wd else None
                 g = raw + wd * theta0 if wd else raw

@@ -19,6 +19,13 @@ the same row): ``schedule + metric + friction + numerical + decay + curvature + 
 computed on its own from optimizer state, gradients and losses (:mod:`inertia.track.mapping`);
 ``residual`` is the measured change minus their sum. Row 0 has no ledger (NaN).
 
+Restarts (issue 14). Given an :class:`inertia.optim.EnergyRestart` (any optimizer wrapper with
+``.optimizer`` and ``register_restart_hook``), the tracker tracks the wrapped optimizer; when the
+momentum is zeroed between step ``k - 1`` and step ``k``, row ``k`` reports the kinetic energy
+after the restart (``kinetic = 0``) and books what was removed, ``restart = -K_k`` (the energy of
+the velocity that reached ``theta_k``), so the ledger still closes; ``restart`` is 0 in every
+other row with a ledger.
+
 Modes. ``"cheap"`` (default): no extra forward pass; ``curvature`` is estimated from consecutive
 losses, ``V(theta_k) - V(theta_{k-1}) - <G, dtheta>``, so with minibatches it also carries the
 batch-to-batch noise and ``noise`` is NaN. ``"exact"``: ``record(loss, closure)`` re-evaluates the
@@ -37,6 +44,7 @@ graph is kept); the closure runs under ``torch.no_grad()`` with the RNG state re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -54,6 +62,7 @@ from inertia.track.distributed import (
     unpack_hparams,
 )
 from inertia.track.mapping import PreStep, StepTerms, mapping_for
+from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 
@@ -76,6 +85,7 @@ COLUMNS = (
     "schedule",
     "metric",
     "decay",
+    "restart",
     "residual",
     "finite",
 )
@@ -111,7 +121,27 @@ def _as_scalar_tensor(name: str, value: Any) -> Any:
         return value.detach().reshape(())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
-    raise TypeError(f"`{name}` must be a scalar tensor or a number, got {type(value).__name__}")
+    # issue 9: NumPy scalars and arrays of one element (0-d included), booleans refused
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if kind in ("f", "i", "u") and getattr(value, "size", None) == 1 and hasattr(value, "item"):
+        return torch.tensor(float(value.item()), dtype=torch.float64)
+    raise TypeError(
+        f"`{name}` must be a scalar tensor, a number or a NumPy scalar, got {type(value).__name__}"
+    )
+
+
+def _check_lr(lr: Any, group: int, step: int | None) -> None:
+    """``ValueError`` naming the group (and step) unless ``lr`` is a finite number >= 0."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        when = "" if step is None else f" at optimizer step {step}"
+        raise ValueError(
+            f"`lr` of parameter group {group} must be a finite number >= 0{when} "
+            f"(the tracker's dt = sqrt(lr)), got {lr!r}"
+        )
 
 
 # issue 10: sinks are checked when the tracker is made
@@ -168,6 +198,12 @@ class InertiaTracker:
             initialised process group, or if DTensor parameters are not sharded once over the
             world (HSDP, tensor parallel) and no ``process_group`` is given.
         process_group: the ``torch.distributed`` group to reduce over (default: the world).
+        sharpness_every: add the columns of :data:`inertia.track.SHARPNESS_COLUMNS`: the
+            update curvature and threshold on every row, the (preconditioned) top Hessian
+            eigenvalue on rows ``n, 2n, ...`` (``record`` then needs a closure at the steps
+            before them; a multiple of ``every``). See :mod:`inertia.track.sharpness`.
+        warn_ratio: a :class:`~inertia.track.StabilityWarning` once when the sharpness reaches
+            this fraction of the stability threshold.
 
     Example:
         >>> import torch
@@ -193,6 +229,8 @@ class InertiaTracker:
         layout: str = "auto",
         process_group: Any = None,
         fresh: bool | None = None,
+        sharpness_every: int | None = None,
+        warn_ratio: float = 0.9,
     ) -> None:
         sinks = _check_sinks(sinks)  # issue 10: at construction, not at the first record()
         if mode not in _MODES:
@@ -203,6 +241,13 @@ class InertiaTracker:
             raise ValueError(f"`every` must be an integer >= 1, got {every!r}")
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+        # issue 14: a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
+        # is tracked through the optimizer it wraps; each restart is booked in the `restart` column
+        self._restarted: set[int] = set()  # the steps j after which the momentum was zeroed
+        self._restart_handle: Any = None
+        wrapper = None
+        if hasattr(optimizer, "register_restart_hook") and hasattr(optimizer, "optimizer"):
+            wrapper, optimizer = optimizer, optimizer.optimizer
         local = (
             getattr(optimizer, "optim", None)
             if type(optimizer).__name__ == ("ZeroRedundancyOptimizer")
@@ -226,12 +271,32 @@ class InertiaTracker:
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
         self.sinks = list(sinks) if self._is_writer() else []
+        for i, group in enumerate(local.param_groups):  # issue 9: a clear error, not sqrt's
+            _check_lr(group.get("lr"), i, None)
+        # issue 9: what is tracked, for the run's manifest (the report names the dtype used)
+        self.info: dict[str, Any] = {
+            "optimizer": type(local).__name__,
+            "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in params}),
+            "n_params": int(sum(p.numel() for p in params)),
+            "mode": mode,
+            "every": every,
+            "nan_policy": nan_policy,
+            "layout": self.layout,
+        }
+        for sink in self.sinks:
+            describe = getattr(sink, "describe", None)
+            if callable(describe):
+                describe(self.info)
         if fresh is not None and not isinstance(fresh, bool):
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
         self.fresh = len(local.state) == 0 if fresh is None else fresh
         self.stopped = False
+        # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
+        self.status = "running"
+        self.error: str | None = None
+        self._closed = False
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -245,8 +310,14 @@ class InertiaTracker:
         import torch
 
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
+        if wrapper is not None:  # issue 14
+            self._restart_handle = wrapper.register_restart_hook(self._on_restart)
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
+        # issue 12: sharpness beside the ledger (inertia.track.sharpness)
+        self._sharpness = None
+        if sharpness_every is not None:
+            self._sharpness = _sharpness_monitor(self, sharpness_every, warn_ratio)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -258,15 +329,45 @@ class InertiaTracker:
         except ImportError:  # pragma: no cover
             return True
 
+    def _on_restart(self, optimizer: Any, step: int) -> None:  # issue 14
+        # called between two steps: the momentum that reached theta_{n_steps} was zeroed
+        j = self._n_steps - 1
+        self._restarted = {s for s in self._restarted if s >= j - 2}
+        self._restarted.add(j)
+
     def _recorded(self, k: int) -> bool:
         return k % self.every == 0
 
     def _hook_needed(self, j: int) -> bool:
         return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        # Python bookkeeping only: which parameters take their first step, and the version
-        # counters of the gradients (a step that writes into .grad bumps them)
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        self.note_gradients()
+        # issue 13: ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
+        # after this hook; note them again once the closure (backward, unscaling, clipping) is done
+        # (``args`` starts with the optimizer itself)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if callable(closure):
+            return args[:1], {**kwargs, "closure": self._noting(closure)}
+        return None
+
+    def _noting(self, closure: Callable[[], Any]) -> Callable[[], Any]:  # issue 13
+        def wrapped() -> Any:
+            out = closure()
+            self.note_gradients()
+            return out
+
+        return wrapped
+
+    def note_gradients(self) -> None:
+        """Take the pre-step bookkeeping now: the gradients in ``.grad`` are the ones the next
+        ``optimizer.step()`` applies (after accumulation, unscaling and clipping).
+
+        Called by the step pre-hook, and again after the closure of ``optimizer.step(closure)``;
+        call it yourself only if something rewrites ``.grad`` between the pre-hook and the update.
+        Python bookkeeping only: which parameters take their first step, and the gradients'
+        version counters (a step that writes into ``.grad`` bumps them).
+        """
         if self.stopped or not self._hook_needed(self._n_steps):
             return
         state = self._local.state
@@ -305,12 +406,14 @@ class InertiaTracker:
         )
         pre = PreStep(new=self._pre.new, mutated=mutated)
         self._pre, self._versions = PreStep(), {}
-        hps, parts = [], []
+        hps: list[dict[str, float]] = []
+        parts: list[Any] = []
         with torch.no_grad():
             for group in self._local.param_groups:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
                 hp = self.mapping.snapshot(view, state)
+                _check_lr(hp.get("lr"), len(hps), j)  # issue 9: a scheduler may set any value
                 hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
                 parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
@@ -337,6 +440,11 @@ class InertiaTracker:
         Returns:
             The row of step ``k`` if it is recorded, else ``None``.
         """
+        if self._closed:  # issue 9
+            raise RuntimeError(
+                "InertiaTracker.record() called after close(): the tracker is closed (its hooks "
+                "are removed and its sinks finalised); create a new tracker to go on"
+            )
         if self.stopped:
             return None
         k = self._n_records
@@ -361,6 +469,8 @@ class InertiaTracker:
                     "of the same batch at the parameters after the step"
                 )
             self._closures[k] = self._evaluate(closure)
+        if self._sharpness is not None:  # issue 12
+            self._sharpness.measure(k, closure)
         self._n_records += 1
         for old in [s for s in self._losses if s < k - 1]:
             del self._losses[old]
@@ -369,6 +479,10 @@ class InertiaTracker:
         if not self._recorded(k):
             return None
         row = self._row(k)
+        if self._sharpness is not None:  # issue 12
+            hook = self._hooks.get(k - 1)
+            terms = self._assembled.get(k - 1)
+            row.update(self._sharpness.columns(k, row, terms, hook.hps if hook and terms else None))
         self.rows.append(row)
         for sink in self.sinks:
             sink.write(row)
@@ -381,19 +495,45 @@ class InertiaTracker:
         """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`)."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The row columns: :data:`COLUMNS`, then :data:`SHARPNESS_COLUMNS` with ``sharpness_every``."""
+        return list(COLUMNS) + (list(SHARPNESS_COLUMNS) if self._sharpness is not None else [])
 
     def close(self) -> None:
-        """Remove the optimizer hook and close the sinks (finalising a run directory)."""
+        """Remove the optimizer hook and close the sinks (finalising a run directory).
+
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
+        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
+        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
+        nothing.
+        """
+        if self._closed:  # issue 9
+            return
+        self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        if self._restart_handle is not None:  # issue 14
+            self._restart_handle.remove()
+        if self._sharpness is not None:  # issue 12
+            self._sharpness.close()
+        if self.status == "running":
+            self.status = "complete"
         for sink in self.sinks:
+            finish = getattr(sink, "finish", None)
+            if callable(finish):
+                finish(self.status, self.error)
             sink.close()
 
     def __enter__(self) -> InertiaTracker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None and self.status != "failed":  # issue 9: an escaping error fails the run
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
         self.close()
 
     # ------------------------------------------------------------------ internals
@@ -411,9 +551,12 @@ class InertiaTracker:
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
         if self.nan_policy == "raise":
-            raise NonFiniteError(msg + " (nan_policy='raise'; use 'flag' or 'stop' to go on)")
+            msg += " (nan_policy='raise'; use 'flag' or 'stop' to go on)"
+            self.status, self.error = "failed", f"NonFiniteError: {msg}"  # issue 9
+            raise NonFiniteError(msg)
         if self.nan_policy == "stop":
             self.stopped = True
+            self.status = "stopped"  # issue 9
             log.warning("%s: tracking stopped (nan_policy='stop')", msg)
         elif not self._warned_nonfinite:  # 'flag': once; the rows carry finite=False
             log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
@@ -493,7 +636,13 @@ class InertiaTracker:
             row.update(kinetic=kinetic, potential=loss_k + reg, inertia=kinetic + loss_k + reg)
         elif k - 1 in by_step:
             prev = reused or (self._assemble(k - 2, by_step[k - 2], None) if k - 2 in by_step else None)
+            if prev is not None and not reused and k - 2 in self._restarted:  # issue 14
+                prev = _at_rest(prev)
             terms = self._assemble(k - 1, by_step[k - 1], prev)
+            # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
+            restart = -sum(t.kinetic for t in terms) if k - 1 in self._restarted else 0.0
+            if k - 1 in self._restarted:
+                terms = _at_rest(terms)
             self._assembled = {k - 1: terms}
             k_prev = (
                 sum(t.kinetic for t in prev)
@@ -515,7 +664,7 @@ class InertiaTracker:
             else:
                 curvature, noise = v_k - v_prev - g_dtheta, math.nan
             delta = (kinetic + v_k) - (k_prev + v_prev)
-            explained = sum(ledger.values()) + curvature + (noise if exact else 0.0)
+            explained = sum(ledger.values()) + curvature + (noise if exact else 0.0) + restart
             t0 = terms[0]
             if t0.dt == 0.0:  # lr = 0 (e.g. a warm-up): time does not advance, gamma undefined
                 gamma = math.nan
@@ -532,9 +681,40 @@ class InertiaTracker:
                 curvature=curvature,
                 noise=noise,
                 residual=delta - explained,
+                restart=restart,
                 **ledger,
             )
         # the losses and the optimizer-state sums: NaN/Inf anywhere is a non-finite step (the
         # values stay NaN/Inf in the row; they are never replaced)
         row["finite"] = all(math.isfinite(x) for x in vec)
         return row
+
+
+def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:  # issue 14
+    """A step's terms after a restart zeroed the momentum it left: no kinetic energy, nothing
+    carried forward."""
+    return [dataclasses.replace(t, kinetic=0.0, forward=0.0) for t in terms]
+
+
+def _sharpness_monitor(tracker: InertiaTracker, every: int, warn_ratio: float) -> SharpnessMonitor:
+    """Issue 12: the tracker's :class:`~inertia.track.sharpness.SharpnessMonitor`; its sinks must
+    take the added columns."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % tracker.every:
+        raise ValueError(
+            f"`sharpness_every` must be a positive multiple of `every` ({tracker.every}), got {every!r}"
+        )
+    for sink in tracker.sinks:
+        cols = getattr(sink, "columns", None)
+        if cols is not None and not set(SHARPNESS_COLUMNS) <= set(cols):
+            raise ValueError(
+                "a sink's columns lack the sharpness columns: create it with "
+                "columns=inertia.track.COLUMNS + inertia.track.SHARPNESS_COLUMNS"
+            )
+    return SharpnessMonitor(
+        tracker.optimizer,
+        tracker.mapping,
+        every,
+        warn_ratio=warn_ratio,
+        exact=tracker.mode == "exact",
+        process_group=tracker.process_group,
+    )
