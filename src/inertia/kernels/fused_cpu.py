@@ -51,13 +51,19 @@ accumulated per coordinate over the chunk (``acc_j``) and reduced once at the en
 ``dissipated += 1/2 sum_j m_j acc_j``, where the in-place kernel reduces ``K = 1/2 sum_j m_j v_j^2``
 at every ``O``; the two agree to rounding error.
 
+Recording (issue 11): chunks are cut by :data:`MAX_CHUNK` and the run's end only, not by saved
+steps: :func:`run_chunk` writes the kinetic and potential energy and the friction work of every
+saved step inside the chunk into its row while the block of paths is in cache
+(``records_inside``), so saving every few steps keeps the long chunks.
+
 Divergence: as :class:`~inertia.kernels.fused.FusedKernel`. :meth:`CpuFusedKernel.steps`
 writes the chunk into a second pair of buffers and the per-path kinetic energy of the last state;
-only when its sum (and the sum of the new ``dissipated``) is finite does it swap the buffers in.
-Otherwise the state is as before the chunk and :func:`inertia.simulate` replays the chunk step by
-step with the in-place :meth:`~inertia.kernels.inplace.InplaceKernel.step`, which finds the
-first bad step as the in-place loop does (assuming, as every blow-up does, that a non-finite
-kinetic energy stays so to the end of the chunk; chunks never span a saved step).
+only when its sum (and the sum of the new ``dissipated``, and ``sum K + sum L`` of every saved
+step in the chunk) is finite does it swap the buffers in. Otherwise the state is as before the
+chunk and :func:`inertia.simulate` replays the chunk step by step with the in-place
+:meth:`~inertia.kernels.inplace.InplaceKernel.step`, which finds the first bad step as the
+in-place loop does (assuming, as every blow-up does, that a non-finite kinetic energy stays so to
+the end of the chunk), the saved steps of the replay recorded by the driver.
 
 Noisy steps (``sigma > 0``): :class:`CpuNoisyKernel`. A noisy run is bound by the keyed generator,
 whose numbers must stay those of the reference loop, so steps are not chunked: its :meth:`step`
