@@ -15,7 +15,7 @@ float32) plus ``16 / k`` bytes of state, against 16 bytes for a one-step fused k
 estimate, checked for correctness only (on CPU, with the compile backend and the device list
 monkeypatched by ``tests/test_fused.py``).
 
-What is fused: exactly the configurations :func:`inertia.kernels.inplace.make_kernel` accepts
+What is fused: exactly the configurations :func:`inertia.kernels.ensemble_kernel` accepts
 (a diagonal :class:`~inertia.potentials.Quadratic`, a built-in method, float32/float64), on torch
 tensors whose device type is in :data:`FUSED_DEVICE_TYPES` (``("cuda",)``). The formulas and
 their order are those of :class:`~inertia.kernels.inplace.InplaceKernel`, sub-step by
@@ -77,7 +77,7 @@ import numpy as np
 
 from inertia._backend import Array, constant_like, normal_into
 from inertia.integrators.splitting import o_coefficients
-from inertia.kernels import Saves
+from inertia.kernels._protocol import Saves
 from inertia.kernels.inplace import InplaceKernel
 
 __all__ = ["COMPILE_BACKEND", "FUSED_DEVICE_TYPES", "MAX_CHUNK", "FusedKernel"]

@@ -21,7 +21,7 @@ Measured on B1 without noise (2 cores, ``benchmarks/ensemble_b1.py --only '*/bao
 about 8.7 G element-steps/s in torch float32 and 4.1 G in float64, against 1.2 G / 0.8 G for
 the eager in-place kernel in the same run.
 
-When: :func:`inertia.kernels.inplace.make_kernel` picks this kernel for ``sigma == 0``, a NumPy
+When: :func:`inertia.kernels.ensemble_kernel` picks this kernel for ``sigma == 0``, a NumPy
 array or a CPU torch tensor (stepped through its ``.numpy()`` view, which shares memory; float32
 and float64) and numba installed (:func:`inertia.kernels.compiled.available`, the ``fast``
 extra); never on CUDA (:mod:`inertia.kernels.fused`). For ``sigma > 0`` it picks
@@ -95,13 +95,13 @@ import numpy as np
 
 from inertia._backend import Array, is_torch
 from inertia.integrators.splitting import o_coefficients
-from inertia.kernels import Saves
+from inertia.kernels._protocol import Saves
 from inertia.kernels.inplace import InplaceKernel
 
 numba: Any
 try:  # optional dependency: `pip install computational-inertia[fast]`
     import numba
-except ImportError:  # pragma: no cover - make_kernel checks compiled.available() first
+except ImportError:  # pragma: no cover - ensemble_kernel checks compiled.available() first
     numba = None
 
 __all__ = ["BLOCK_BYTES", "MAX_CHUNK", "CpuFusedKernel", "CpuNoisyKernel", "noisy_pass", "run_chunk", "slots"]
