@@ -230,7 +230,7 @@ def write_report(
 
 #: The figures of a tracked run's report (``<name>.png``).
 TRACK_FIGURES = ("energies", "ledger", "residual")
-_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
 
 
 def _fmt(x: Any) -> str:
