@@ -184,9 +184,10 @@ class _TorchOps(_Ops):
 class InplaceKernel:
     """Steps ``theta`` and ``v`` (owned ``(n_paths, d)`` buffers) of one run in place.
 
-    Built by :func:`inertia.kernels.ensemble_kernel`. :meth:`step` advances one step and adds the step's friction
-    work to ``dissipated``; :meth:`kinetic` and :meth:`potential` write ``K = 1/2 sum_j m_j v_j^2``
-    and ``L = 1/2 sum_j lambda_j theta_j^2`` per path into a ``(n_paths,)`` buffer.
+    Built by :func:`inertia.kernels.ensemble_kernel`. :meth:`step` advances one step and adds
+    the step's friction work to ``dissipated``; :meth:`kinetic` and :meth:`potential` write
+    ``K = 1/2 sum_j m_j v_j^2`` and ``L = 1/2 sum_j lambda_j theta_j^2`` per path into a
+    ``(n_paths,)`` buffer.
 
     The kernel protocol of :mod:`inertia.kernels` (``open``, ``advance``, ``record``,
     ``energies``, ``close``) is implemented here once for every in-place kernel: a subclass with
