@@ -164,7 +164,8 @@ def test_concurrent_saves_one_winner_and_no_silent_loss(tmp_path: Path, suffix: 
     if not _TRAJS:
         pot = potentials.Quadratic([0.5, 2.0])
         _TRAJS.extend(
-            inertia.simulate(pot, [k + 1.0, 0.0], dt=0.05, n_steps=200, fast=False) for k in range(n_procs)
+            inertia.simulate(pot, [k + 1.0, 0.0], dt=0.05, n_steps=200, fast=False)
+            for k in range(n_procs)
             for k in range(n_procs)
         )
     for trial in range(n_trials):
