@@ -47,6 +47,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from inertia.ledger import TERMS
 from inertia.simulate import Trajectory
 
 __all__ = [
@@ -87,8 +88,8 @@ THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black
 
 _REF_OFFSET = 0.3
 
-#: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
-LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+#: The ledger terms of a tracked step, in the order they are stacked (:data:`inertia.ledger.TERMS`).
+LEDGER_TERMS = TERMS
 #: One colour per ledger term.
 LEDGER_COLORS = {
     "friction": "tab:purple",
