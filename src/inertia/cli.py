@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run every regime, draw theory over simulation, write a run directory",
         description="Run the demo scenarios (frictionless, damped, heating, Langevin, a real "
-        "network, integrators) and write manifest.json, CSV tables, PNG figures "
+        "network, integrators, energy restarts) and write manifest.json, CSV tables, PNG figures "
         "and report.html into a new run directory.",
     )
     demo.add_argument(

@@ -9,13 +9,15 @@ Row ``k`` pairs ``potential = V(theta_k)`` (the loss of step ``k``, negated unde
 plus ``wd/2 ||theta_k||^2``) with ``kinetic = K_k``, and accounts for
 ``delta_inertia = I_k - I_{k-1}`` (``I = K + V``), the change made by optimizer step ``k - 1``::
 
-    delta_inertia = schedule + metric + friction + numerical + decay + curvature (+ noise) + residual
+    delta_inertia = schedule + metric + friction + numerical + decay + curvature (+ noise)
+                    + restart + residual
 
 where the first five come from the optimizer state (:class:`StepTerms`, summed over parameter
 groups), ``curvature = V(theta_k) - V(theta_{k-1}) - <G, theta_k - theta_{k-1}>`` (``"cheap"``
 mode: from consecutive minibatch losses; ``"exact"``: from the same batch re-evaluated after the
-step, and then ``noise = V_next_batch(theta_k) - V_same_batch(theta_k)``), and ``residual`` is
-what the terms leave unexplained (rounding error on a float64 quadratic).
+step, and then ``noise = V_next_batch(theta_k) - V_same_batch(theta_k)``), ``restart`` the
+kinetic energy a momentum restart removed (0 without one), and ``residual`` is what the terms
+leave unexplained (rounding error on a float64 quadratic).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 __all__ = ["COLUMNS", "STATE_TERMS", "TERMS", "StepTerms", "ledger_row"]
 
 #: the ledger's terms, in the one order of the history's columns, the plots and the report
-TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
 #: the terms a mapping computes from optimizer state (fields of :class:`StepTerms`)
 STATE_TERMS = ("schedule", "metric", "friction", "numerical", "decay")
 #: the columns of a tracked row (``InertiaTracker.history``, ``history.csv``), in order
@@ -84,6 +86,7 @@ def ledger_row(
     exact: bool,
     maximize: bool,
     finite: bool,
+    restart: float = 0.0,
 ) -> dict[str, Any]:
     """Row ``k`` of the history (keys :data:`COLUMNS`) from host floats.
 
@@ -98,6 +101,8 @@ def ledger_row(
         exact: ``"exact"`` mode (the third loss is the same-batch re-evaluation).
         maximize: the optimizer ascends the loss; the potential is ``-loss``.
         finite: whether every loss and state sum behind the row was finite.
+        restart: the kinetic energy a momentum restart removed after step ``k - 1``, negated
+            (``-K_k``; :class:`inertia.optim.EnergyRestart`); ``terms`` are then those at rest.
 
     The ledger (module docstring): ``delta_inertia = (K_k + V_k) - (K_{k-1} + V_{k-1})``,
     ``curvature = V_same - V_{k-1} - g_dtheta`` (cheap: ``V_same = V_k``), ``noise = V_k - V_same``
@@ -135,7 +140,7 @@ def ledger_row(
         else:
             curvature, noise = v_k - v_prev - g_dtheta, math.nan
         delta = (kinetic + v_k) - (k_prev + v_prev)
-        explained = sum(state.values()) + curvature + (noise if exact else 0.0)
+        explained = sum(state.values()) + curvature + (noise if exact else 0.0) + restart
         t0 = terms[0]
         if t0.dt == 0.0:  # lr = 0 (e.g. a warm-up): time does not advance, gamma undefined
             gamma = math.nan
@@ -152,6 +157,7 @@ def ledger_row(
             curvature=curvature,
             noise=noise,
             residual=delta - explained,
+            restart=restart,
             **state,
         )
     row["finite"] = finite

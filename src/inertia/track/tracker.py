@@ -19,6 +19,13 @@ the same row): ``schedule + metric + friction + numerical + decay + curvature + 
 computed on its own from optimizer state, gradients and losses (:mod:`inertia.track.mapping`);
 ``residual`` is the measured change minus their sum. Row 0 has no ledger (NaN).
 
+Restarts (issue 14). Given an :class:`inertia.optim.EnergyRestart` (any optimizer wrapper with
+``.optimizer`` and ``register_restart_hook``), the tracker tracks the wrapped optimizer; when the
+momentum is zeroed between step ``k - 1`` and step ``k``, row ``k`` reports the kinetic energy
+after the restart (``kinetic = 0``) and books what was removed, ``restart = -K_k`` (the energy of
+the velocity that reached ``theta_k``), so the ledger still closes; ``restart`` is 0 in every
+other row with a ledger.
+
 Modes. ``"cheap"`` (default): no extra forward pass; ``curvature`` is estimated from consecutive
 losses, ``V(theta_k) - V(theta_{k-1}) - <G, dtheta>``, so with minibatches it also carries the
 batch-to-batch noise and ``noise`` is NaN. ``"exact"``: ``record(loss, closure)`` re-evaluates the
@@ -39,6 +46,7 @@ graph is kept); the closure runs under ``torch.no_grad()`` with the RNG state re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -97,6 +105,7 @@ class _Staged:
     steps: list[int]  # the optimizer steps whose sums travel with the row
     hps: dict[int, list[dict[str, float]]]  # their groups' hyper-parameters
     reuse: bool  # step k-2's terms come from the previous row (not transferred again)
+    restarted: frozenset[int] = frozenset()  # issue 14: of steps k-2, k-1, those followed by a restart
 
 
 def _as_scalar_tensor(name: str, value: Any) -> Any:
@@ -203,6 +212,13 @@ class InertiaTracker:
             raise ValueError(f"`flush_every` must be None or an integer >= 1, got {flush_every!r}")
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+        # issue 14: a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
+        # is tracked through the optimizer it wraps; each restart is booked in the `restart` column
+        self._restarted: set[int] = set()  # the steps j after which the momentum was zeroed
+        self._restart_handle: Any = None
+        wrapper = None
+        if hasattr(optimizer, "register_restart_hook") and hasattr(optimizer, "optimizer"):
+            wrapper, optimizer = optimizer, optimizer.optimizer
         local = (
             getattr(optimizer, "optim", None)
             if type(optimizer).__name__ == ("ZeroRedundancyOptimizer")
@@ -271,6 +287,8 @@ class InertiaTracker:
         import torch
 
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
+        if wrapper is not None:  # issue 14
+            self._restart_handle = wrapper.register_restart_hook(self._on_restart)
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
         # issue 12: sharpness beside the ledger (inertia.track.sharpness)
@@ -287,6 +305,12 @@ class InertiaTracker:
             return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
         except ImportError:  # pragma: no cover
             return True
+
+    def _on_restart(self, optimizer: Any, step: int) -> None:  # issue 14
+        # called between two steps: the momentum that reached theta_{n_steps} was zeroed
+        j = self._n_steps - 1
+        self._restarted = {s for s in self._restarted if s >= j - 2}
+        self._restarted.add(j)
 
     def _recorded(self, k: int) -> bool:
         return k % self.every == 0
@@ -509,6 +533,8 @@ class InertiaTracker:
         self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        if self._restart_handle is not None:  # issue 14
+            self._restart_handle.remove()
         if self._sharpness is not None:  # issue 12
             self._sharpness.close()
         if self.status == "running":
@@ -576,7 +602,8 @@ class InertiaTracker:
             else torch.zeros(0, dtype=torch.float64, device=device)
         )
         hps = {j: self._hooks[j].hps for j in steps}
-        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse))
+        restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)  # issue 14
+        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted))
 
     def _merge_hparams(self, vec: list[float], n_loss: int, e: _Staged) -> list[float]:
         """Sharded layout: fill each step's unknown hyper-parameters from the all-reduced block
@@ -622,6 +649,7 @@ class InertiaTracker:
             vec = self._merge_hparams(vec, n_loss, e)
         by_step = self._split(vec[n_loss:], e)
         first = terms = prev = None
+        restart = 0.0
         if k == 0:
             first = self._assemble(0, e.hps[0], by_step[0], None) if 0 in by_step else None
         elif k - 1 in by_step:
@@ -629,7 +657,13 @@ class InertiaTracker:
             prev = reused or (
                 self._assemble(k - 2, e.hps[k - 2], by_step[k - 2], None) if k - 2 in by_step else None
             )
+            if prev is not None and not reused and k - 2 in e.restarted:  # issue 14
+                prev = _at_rest(prev)
             terms = self._assemble(k - 1, e.hps[k - 1], by_step[k - 1], prev)
+            # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
+            if k - 1 in e.restarted:
+                restart = -sum(t.kinetic for t in terms)
+                terms = _at_rest(terms)
             self._assembled = {k - 1: terms}
         return ledger_row(
             k,
@@ -641,7 +675,14 @@ class InertiaTracker:
             exact=self.mode == "exact",
             maximize=self._maximize,
             finite=finite,
+            restart=restart,
         )
+
+
+def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:  # issue 14
+    """A step's terms after a restart zeroed the momentum it left: no kinetic energy, nothing
+    carried forward."""
+    return [dataclasses.replace(t, kinetic=0.0, forward=0.0) for t in terms]
 
 
 def _sharpness_monitor(tracker: InertiaTracker, every: int, warn_ratio: float) -> SharpnessMonitor:
