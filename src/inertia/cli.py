@@ -167,6 +167,15 @@ def _track_parser(sub: Any) -> None:
     )
     track.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default 1)")
     track.add_argument(
+        "--sharpness-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="every N steps (a multiple of --every) add the top Hessian eigenvalue of the batch loss "
+        "(preconditioned for adam/adamw/rmsprop), its stability threshold and their ratio to the rows "
+        "(Lanczos on Hessian-vector products; default off)",
+    )
+    track.add_argument(
         "--scheduler",
         choices=("none", "step", "cosine"),
         default="none",
@@ -298,6 +307,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             activation=args.activation,
             mode=args.mode,
             every=args.every,
+            sharpness_every=args.sharpness_every,
             scheduler=args.scheduler,
             nan_policy=args.nan_policy,
             seed=args.seed,
