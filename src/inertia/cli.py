@@ -167,6 +167,15 @@ def _track_parser(sub: Any) -> None:
     )
     track.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default 1)")
     track.add_argument(
+        "--sharpness-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="every N steps (a multiple of --every) add the top Hessian eigenvalue of the batch loss "
+        "(preconditioned for adam/adamw/rmsprop), its stability threshold and their ratio to the rows "
+        "(Lanczos on Hessian-vector products; default off)",
+    )
+    track.add_argument(
         "--scheduler",
         choices=("none", "step", "cosine"),
         default="none",
@@ -202,7 +211,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"inertia demo: error: argument --out: {exc}", file=sys.stderr)
         return 2
-    path = run_demo(out=run.path, progress=not args.no_progress, quick=args.quick, seed=args.seed)
+    path = run_demo(out=run, progress=not args.no_progress, quick=args.quick, seed=args.seed)
     print(f"run directory: {path}")
     print(f"report:        {path / 'report.html'}")
     return 0
@@ -282,7 +291,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from inertia.runs import create_run
 
     try:
-        from inertia.track.train import TrackConfig, run_track
+        from inertia.track_run import TrackConfig, run_track
     except ImportError as exc:
         print(f"inertia track: error: needs torch and scikit-learn ({exc})", file=sys.stderr)
         return 2
@@ -298,6 +307,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             activation=args.activation,
             mode=args.mode,
             every=args.every,
+            sharpness_every=args.sharpness_every,
             scheduler=args.scheduler,
             nan_policy=args.nan_policy,
             seed=args.seed,
@@ -338,6 +348,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from inertia.runs import read_manifest
 
     try:
+        if not args.run_dir.is_dir():
+            what = "a file" if args.run_dir.exists() else "missing"
+            raise FileNotFoundError(
+                f"RUN_DIR must be a run directory (holding manifest.json), got {str(args.run_dir)!r}, "
+                f"which is {what}"
+            )
         kind = read_manifest(args.run_dir).get("kind")
         if kind == "demo":
             from inertia.demo import render
