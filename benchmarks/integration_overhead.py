@@ -22,7 +22,11 @@ Reported, over blocks: per variant the median and interquartile range of the per
 per pair, the ratio ``t_with / t_without`` and the overhead ``t_with - t_without`` (ms) computed
 within each block (median and quartiles); and ``beyond_tracker_ms``: each callback's overhead
 minus the tracker's overhead in the hand-written loop of the same block, the callbacks' own cost
-(zero when they add nothing beyond the tracker).
+(zero when they add nothing beyond the tracker). Timings on a loaded machine are noisy, so the
+same quantities are also given as Python function calls per step (``cProfile``'s count, from a
+run of ``--steps`` and one of half as many steps: start-up cancels), which do not depend on load:
+``python_calls`` per variant, ``overhead_python_calls`` and ``beyond_tracker_python_calls`` per
+pair.
 
 The JSON document goes to stdout (and to ``--out``); the summary lines go to stderr. Frameworks
 that are not installed are reported as ``null``. Run
@@ -210,6 +214,32 @@ def run_transformers(batches: list, hidden: int, tracked: bool, out: str) -> lis
     return stamps
 
 
+def run(variant: str, batches: list, hidden: int, tmp: str) -> list[float]:
+    """One run of ``variant``; returns the step-end timestamps."""
+    tracked = variant.endswith(("_tracked", "_callback"))
+    if variant.startswith("loop"):
+        return run_loop(batches, hidden, tracked)
+    if variant.startswith("lightning"):
+        return run_lightning(batches, hidden, tracked)
+    return run_transformers(batches, hidden, tracked, tmp)
+
+
+def calls_per_step(variant: str, batch: int, steps: int, hidden: int, tmp: str) -> float:
+    """Python function calls per step (``cProfile``'s count), from runs of ``steps`` and
+    ``steps // 2`` steps, so start-up cancels: a load-independent proxy of the Python work."""
+    import cProfile
+    import pstats
+
+    counts = []
+    for n in (steps, steps // 2):
+        profile = cProfile.Profile()
+        profile.enable()
+        run(variant, data(batch, n), hidden, tmp)
+        profile.disable()
+        counts.append(pstats.Stats(profile).total_calls)  # type: ignore[attr-defined]
+    return (counts[0] - counts[1]) / (steps - steps // 2)
+
+
 def quartiles(values: list[float]) -> dict[str, float]:
     if len(values) == 1:
         return {"median": values[0], "q1": values[0], "q3": values[0]}
@@ -246,17 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for block in range(args.blocks):
             order = variants[block % len(variants) :] + variants[: block % len(variants)]
             for v in order:
-                tracked = v.endswith(("_tracked", "_callback"))
-                if v.startswith("loop"):
-                    stamps = run_loop(batches, args.hidden, tracked)
-                elif v.startswith("lightning"):
-                    stamps = run_lightning(batches, args.hidden, tracked)
-                else:
-                    stamps = run_transformers(batches, args.hidden, tracked, tmp)
-                times[v].append(per_step(stamps, args.warmup))
+                times[v].append(per_step(run(v, batches, args.hidden, tmp), args.warmup))
             print(f"block {block + 1}/{args.blocks} done", file=sys.stderr)
+        calls = {v: calls_per_step(v, args.batch, args.steps, args.hidden, tmp) for v in variants}
 
-    per_variant = {v: {**quartiles(t), "per_block_ms": t} for v, t in times.items()}
+    per_variant = {v: {**quartiles(t), "per_block_ms": t, "python_calls": calls[v]} for v, t in times.items()}
     pairs: dict[str, Any] = {}
     for base, tracked in PAIRS.items():
         if base not in times:
@@ -264,11 +288,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         ratio = [b / a for a, b in zip(times[base], times[tracked], strict=True)]
         extra = [b - a for a, b in zip(times[base], times[tracked], strict=True)]
-        pairs[base] = {"ratio": quartiles(ratio), "overhead_ms": quartiles(extra)}
+        pairs[base] = {
+            "ratio": quartiles(ratio),
+            "overhead_ms": quartiles(extra),
+            "overhead_python_calls": calls[tracked] - calls[base],
+        }
         if base != "loop":
             tracker_ms = [b - a for a, b in zip(times["loop"], times["loop_tracked"], strict=True)]
             beyond = [e - t for e, t in zip(extra, tracker_ms, strict=True)]
             pairs[base]["beyond_tracker_ms"] = quartiles(beyond)
+            pairs[base]["beyond_tracker_python_calls"] = (calls[tracked] - calls[base]) - (
+                calls["loop_tracked"] - calls["loop"]
+            )
     doc = {
         "benchmark": "integration_overhead",
         "config": vars(args),
@@ -289,8 +320,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             b = p["beyond_tracker_ms"]
             line += (
                 f"; beyond the tracker's own cost {b['median']:+.3f} ms "
-                f"(IQR {b['q1']:+.3f} to {b['q3']:+.3f})"
+                f"(IQR {b['q1']:+.3f} to {b['q3']:+.3f}), "
+                f"{p['beyond_tracker_python_calls']:+.0f} Python calls per step"
             )
+        else:
+            line += f" ({p['overhead_python_calls']:+.0f} Python calls per step)"
         print(line, file=sys.stderr)
     emit(doc, args.out)
     return doc

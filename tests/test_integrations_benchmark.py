@@ -37,6 +37,8 @@ def test_integration_overhead_prints_the_documented_json(tmp_path: Path) -> None
             continue
         assert {"ratio", "overhead_ms"} <= set(pair)
         assert ("beyond_tracker_ms" in pair) == (base != "loop")
+        assert ("beyond_tracker_python_calls" in pair) == (base != "loop")
+        assert pair["overhead_python_calls"] > 0  # the tracker does run
         assert set(pair["ratio"]) == {"median", "q1", "q3"}
     assert "loadavg" in doc["machine"]
     assert "beyond the tracker's own cost" in proc.stderr or doc["pairs"]["lightning"] is None
