@@ -38,7 +38,8 @@ typecheck: $(STAMP)
 # hand-written loop of each backend and dtype, diffrax and torchsde (3 fresh processes per variant:
 # most of an hour on 2 cores; `--only` picks a subset), one long path against diffrax (~5 min),
 # energy error per gradient against scipy and diffrax (~2 min), the scaling table (~3 min), and
-# B1 on a GPU (skips without CUDA), and energy restarts and FIRE against tuned baselines (~30 min).
+# B1 on a GPU (skips without CUDA), energy restarts and FIRE against tuned baselines (~30 min),
+# and the Lightning and Hugging Face callbacks with and without inertia (~5 min).
 bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/python benchmarks/tracker_overhead.py --out runs/bench/tracker_overhead.json
@@ -49,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scaling.py --out runs/bench/scaling.json
 	$(BIN)/python benchmarks/ensemble_gpu.py --out runs/bench/ensemble_gpu.json
 	$(BIN)/python benchmarks/optimizers.py --out runs/bench/optimizers.json
+	$(BIN)/python benchmarks/integration_overhead.py --out runs/bench/integration_overhead.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
