@@ -278,7 +278,7 @@ def test_cli_track_sharpness_every(tmp_path: object) -> None:
 
     from inertia.cli import main
     from inertia.runs import read_history
-    from inertia.track.train import TrackConfig
+    from inertia.track_run import TrackConfig
 
     out = tmp_path / "run"  # type: ignore[operator]
     argv = ["track", "--epochs", "1", "--batch-size", "256", "--sharpness-every", "2", "--out", str(out)]

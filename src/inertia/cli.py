@@ -291,7 +291,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from inertia.runs import create_run
 
     try:
-        from inertia.track.train import TrackConfig, run_track
+        from inertia.track_run import TrackConfig, run_track
     except ImportError as exc:
         print(f"inertia track: error: needs torch and scikit-learn ({exc})", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from inertia.ledger import TERMS
 from inertia.simulate import Trajectory
 
 __all__ = [
@@ -91,8 +92,8 @@ THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black
 
 _REF_OFFSET = 0.3
 
-#: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
-LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
+#: The ledger terms of a tracked step, in the order they are stacked (:data:`inertia.ledger.TERMS`).
+LEDGER_TERMS = TERMS
 #: Ledger terms that only some runs have (``restart``: with :class:`inertia.optim.EnergyRestart`).
 _OPTIONAL_TERMS = ("restart",)
 #: One colour per ledger term.

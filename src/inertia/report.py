@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from inertia._process import run_status
+from inertia.ledger import TERMS
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -230,7 +231,7 @@ def write_report(
 
 #: The figures of a tracked run's report (``<name>.png``).
 TRACK_FIGURES = ("energies", "ledger", "residual")
-_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
+_LEDGER = TERMS  # the ledger's terms, in their one order (inertia.ledger)
 
 
 def _fmt(x: Any) -> str:
