@@ -51,7 +51,6 @@ __all__ = ["SHARPNESS_COLUMNS", "SharpnessMonitor", "StabilityWarning"]
 log = logging.getLogger(__name__)
 
 
-
 class StabilityWarning(RuntimeWarning):
     """The (preconditioned) sharpness reached the warned fraction of the stability threshold."""
 
