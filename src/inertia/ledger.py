@@ -44,8 +44,8 @@ COLUMNS = (
     "delta_inertia",
     *TERMS,
     "residual",
-    "finite",
     "skipped",
+    "finite",
 )
 #: the columns ``InertiaTracker(..., sharpness_every=n)`` adds after :data:`COLUMNS` (issue 12;
 #: their meaning: :mod:`inertia.track.sharpness`)
@@ -175,6 +175,6 @@ def ledger_row(
             restart=restart,
             **state,
         )
-    row["finite"] = finite
     row["skipped"] = skipped
+    row["finite"] = finite
     return row
