@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from inertia.track.adam import AdamMapping
+from inertia.track.divergence import DivergenceRule, DivergenceWarning
 from inertia.track.log import RunLog, TensorBoardSink, read_history, run_status
 from inertia.track.mapping import MAPPINGS, Mapping, StepTerms, mapping_for, register_mapping
 from inertia.track.rmsprop import RMSpropMapping
@@ -23,6 +24,8 @@ __all__ = [
     "COLUMNS",
     "MAPPINGS",
     "AdamMapping",
+    "DivergenceRule",
+    "DivergenceWarning",
     "InertiaTracker",
     "Mapping",
     "NonFiniteError",

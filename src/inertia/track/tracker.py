@@ -53,6 +53,7 @@ from inertia.track.distributed import (
     reduce_vector,
     unpack_hparams,
 )
+from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
 from inertia.track.mapping import PreStep, StepTerms, mapping_for
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
@@ -80,6 +81,7 @@ COLUMNS = (
     "finite",
 )
 _MODES = ("cheap", "exact")
+_DEFAULT_RULE = DivergenceRule()  # issue 9
 _POLICIES = ("raise", "flag", "stop")
 _LEDGER = ("schedule", "metric", "friction", "numerical", "decay")
 
@@ -153,6 +155,11 @@ class InertiaTracker:
             initialised process group, or if DTensor parameters are not sharded once over the
             world (HSDP, tensor parallel) and no ``process_group`` is given.
         process_group: the ``torch.distributed`` group to reduce over (default: the world).
+        divergence: the rule that flags a blow-up that stays finite
+            (:class:`~inertia.track.divergence.DivergenceRule`): the first recorded row that
+            meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
+            step and sets :attr:`status` to ``"diverging"`` (tracking goes on); ``None`` turns
+            it off.
 
     Example:
         >>> import torch
@@ -178,6 +185,7 @@ class InertiaTracker:
         layout: str = "auto",
         process_group: Any = None,
         fresh: bool | None = None,
+        divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
@@ -236,6 +244,9 @@ class InertiaTracker:
         self.status = "running"
         self.error: str | None = None
         self._closed = False
+        if divergence is not None and not isinstance(divergence, DivergenceRule):
+            raise TypeError(f"`divergence` must be a DivergenceRule or None, got {type(divergence).__name__}")
+        self._divergence = None if divergence is None else DivergenceMonitor(divergence)
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -407,6 +418,8 @@ class InertiaTracker:
         self.rows.append(row)
         for sink in self.sinks:
             sink.write(row)
+        if self._divergence is not None and self._divergence.update(k, row["inertia"], row["finite"]):
+            self._on_diverging(k)  # issue 9
         if not row["finite"]:
             self._on_nonfinite(k)
         return row
@@ -421,9 +434,10 @@ class InertiaTracker:
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory).
 
-        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
-        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
-        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"``
+        (``nan_policy="stop"``), ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving
+        a ``with`` block; :attr:`error` says which) or ``"diverging"`` (the ``divergence`` rule
+        fired); a sink with a ``finish(status, error)`` method (a
         :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
         nothing.
         """
@@ -459,6 +473,22 @@ class InertiaTracker:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             value = closure()
         return _as_scalar_tensor("closure()", value)
+
+    def _on_diverging(self, k: int) -> None:  # issue 9
+        rule = self._divergence.rule if self._divergence is not None else _DEFAULT_RULE
+        if self.status == "running":
+            self.status = "diverging"
+        for sink in self.sinks:
+            mark = getattr(sink, "diverging", None)
+            if callable(mark):
+                mark(k)
+        warnings.warn(
+            f"the run is diverging at step {k}: its inertia rose at each of the last {rule.window} "
+            f"recorded rows, by a factor >= {rule.growth:g}, above where it started "
+            f"(inertia.track.divergence; divergence=None turns this off)",
+            DivergenceWarning,
+            stacklevel=3,
+        )
 
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
