@@ -57,7 +57,36 @@ def run(rank: int | None) -> dict[str, Any]:
     mse(wrapped(x), y).backward()
     opt.step()
     out["trained"] = True
+    out["tracker"] = track(rank)
     return out
+
+
+def track(rank: int | None) -> dict[str, Any]:
+    """The tracker's sharpness column over a short full-batch SGD run (DDP when ``rank`` is set;
+    the closure calls the DDP-wrapped model)."""
+    from inertia.track import InertiaTracker
+
+    net, x, y = problem(rank)
+    model: Any = net
+    if rank is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tracker = InertiaTracker(opt, sharpness_every=2)
+    mse = torch.nn.functional.mse_loss
+    for _ in range(7):
+        opt.zero_grad()
+        loss = mse(model(x), y)
+        loss.backward()
+        opt.step()
+        tracker.record(loss, lambda: mse(model(x), y))
+    tracker.close()
+    return {
+        "sharpness": [r["sharpness"] for r in tracker.rows],
+        "n_rows": len(tracker.rows),
+        "n_hvp": sum(r["n_hvp"] for r in tracker.rows),
+    }
 
 
 def _fsdp2_refusal() -> str | None:

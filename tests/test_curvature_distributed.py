@@ -42,9 +42,12 @@ def test_ddp_equals_single_process_with_one_all_reduce_per_product(job: list[dic
         np.testing.assert_allclose(r["power"], ref["power"], rtol=1e-9)
         assert r["n_collectives"] == r["n_hvp"]
         assert r["trained"]
+        np.testing.assert_allclose(r["tracker"]["sharpness"], ref["tracker"]["sharpness"], rtol=1e-6)
+        assert np.isfinite(r["tracker"]["sharpness"][2::2]).all()
     # the library's collectives over the whole job: one all_reduce per product, nothing else
-    for r in job:
-        assert r["counted"] == {"all_reduce": r["n_hvp"]}
+    for r in job:  # plus the tracker's: one per row (its ledger) and one per product (sharpness)
+        t = r["tracker"]
+        assert r["counted"] == {"all_reduce": r["n_hvp"] + t["n_rows"] + t["n_hvp"]}
     # power control: one rank's half batch alone is a different Hessian
     half = cw.problem(0)
     net, x, y = half

@@ -845,12 +845,11 @@ def test_direct_sums_equal_elementwise_sums(case: str, dtype: Any, monkeypatch: 
     as the general element-wise path, on a group with a tensor larger than one chunk (sliced
     views), small tensors, a parameter on its first step (``b_0 = g_0``) and one without a
     gradient; and it is the path actually taken."""
-    from inertia.track import mapping as mapping_mod
-    from inertia.track import sgd as sgd_mod
+    from inertia.track import reduce as reduce_mod
     from inertia.track.mapping import PreStep
 
     gen = torch.Generator().manual_seed(3)
-    shapes = [(mapping_mod.CHUNK + 1000,), (7, 5), (3,), (4,)]
+    shapes = [(reduce_mod.CHUNK + 1000,), (7, 5), (3,), (4,)]
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
     opt = SGD(params, **DIRECT_CASES[case])
     for step in range(3):
@@ -861,13 +860,13 @@ def test_direct_sums_equal_elementwise_sums(case: str, dtype: Any, monkeypatch: 
     new = frozenset({id(params[2])})
     group, state = opt.param_groups[0], opt.state
     calls: list[int] = []
-    real = sgd_mod.reduce_dots
+    real = SGDMapping._reduce_direct
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sgd_mod, "reduce_dots", spy)
+    monkeypatch.setattr(SGDMapping, "_reduce_direct", spy)
     fast = SGDMapping().reduce(group, state, PreStep(new=new)).tolist()
     slow = SGDMapping(direct=False).reduce(group, state, PreStep(new=new)).tolist()
     assert calls == [1]

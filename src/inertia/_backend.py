@@ -126,17 +126,27 @@ def block_rows(row_size: int) -> int:
 
 
 class _Filler:
-    """How to fill one array with keyed normals: its row view, its blocks, its generator kind."""
+    """How to fill one array with keyed normals: its row view, its blocks, its generator kind.
 
-    def __init__(self, out: Array) -> None:
+    With ``row_offset`` the array holds rows ``row_offset ...`` of a larger draw (one rank's
+    slice of an ensemble): on CPU it gets exactly those rows' numbers (its blocks are the global
+    blocks that meet the slice; a block entered in its middle is drawn from its start and the
+    head dropped); on a device, a generator keyed with the offset as well.
+    """
+
+    def __init__(self, out: Array, row_offset: int = 0) -> None:
         shape = tuple(int(n) for n in out.shape)
         rows = shape[0] if shape else 1
         row_size = math.prod(shape[1:]) if shape else 1
         self.out = out
         self.size = rows * row_size
+        self.rows = rows
         self.row_size = row_size
         self.rows_per_block = block_rows(row_size)
-        self.n_blocks = max(1, -(-rows // self.rows_per_block)) if self.size else 0
+        self.row_offset = int(row_offset)
+        self.first_block = self.row_offset // self.rows_per_block
+        last_block = (self.row_offset + rows - 1) // self.rows_per_block
+        self.n_blocks = max(1, last_block - self.first_block + 1) if self.size else 0
         self.scratch: Any = None
         if isinstance(out, np.ndarray):
             if not out.flags.c_contiguous:
@@ -162,16 +172,24 @@ class _Filler:
             )
 
     def fill_block(self, key: Key, b: int) -> None:
-        """Fill block ``b`` from its own generator keyed by ``(*key, b)``."""
+        """Fill the ``b``-th block of this array from its own generator keyed by ``(*key, B)``,
+        ``B`` the block's index in the whole draw."""
         seed, step, substep = key
         if self.kind == "device":
             gen = _torch().Generator(device=self.out.device)
-            gen.manual_seed(stream_key(seed, step, substep))
+            gen.manual_seed(stream_key(seed, step, substep, self.row_offset))
             self.flat.normal_(generator=gen)
             return
-        lo = b * self.rows_per_block * self.row_size
-        hi = min(self.size, lo + self.rows_per_block * self.row_size)
-        view = self.flat[lo:hi]
+        rpb, rs = self.rows_per_block, self.row_size
+        gb = self.first_block + b  # the block of the whole draw
+        first = max(gb * rpb, self.row_offset)  # its first row in this array (global index)
+        stop = min((gb + 1) * rpb, self.row_offset + self.rows)
+        view = self.flat[(first - self.row_offset) * rs : (stop - self.row_offset) * rs]
+        skip = (first - gb * rpb) * rs  # numbers of the block before this array's rows
+        if skip:
+            self._fill_tail(seed, step, substep, gb, skip, view)
+            return
+        b = gb
         if self.kind == "numpy":
             gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence((seed, step, substep, b))))
             if view.dtype in (np.float32, np.float64):
@@ -182,15 +200,31 @@ class _Filler:
         torch = _torch()
         gen = torch.Generator()
         gen.manual_seed(stream_key(seed, step, substep, b))
-        n = hi - lo
+        n = int(view.shape[0])
         padded = max(16, -(-n // 16) * 16)
         if padded == n:
             view.normal_(generator=gen)
         else:  # a last partial block: draw whole groups of 16 (see the module docstring)
-            if self.scratch is None:
+            if self.scratch is None or int(self.scratch.shape[0]) < padded:
                 self.scratch = torch.empty(padded, dtype=view.dtype)
-            self.scratch.normal_(generator=gen)
+            self.scratch[:padded].normal_(generator=gen)
             view.copy_(self.scratch[:n])
+
+    def _fill_tail(self, seed: int, step: int, substep: int, gb: int, skip: int, view: Any) -> None:
+        """``view`` = numbers ``skip ...`` of block ``gb``: the block's head drawn and dropped (both
+        generators give a prefix of a longer draw: NumPy's sequentially, torch's in groups of 16)."""
+        n = skip + int(view.shape[0])
+        if self.kind == "numpy":
+            gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence((seed, step, substep, gb))))
+            dtype = view.dtype if view.dtype in (np.float32, np.float64) else np.float64
+            view[...] = gen.standard_normal(n, dtype=dtype)[skip:]
+            return
+        torch = _torch()
+        gen = torch.Generator()
+        gen.manual_seed(stream_key(seed, step, substep, gb))
+        scratch = torch.empty(max(16, -(-n // 16) * 16), dtype=view.dtype)
+        scratch.normal_(generator=gen)
+        view.copy_(scratch[skip:n])
 
 
 def _torch() -> Any:
@@ -199,14 +233,18 @@ def _torch() -> Any:
     return torch
 
 
-def normal_into(key: Key, out: Array, *, threads: int = 1) -> Array:
+def normal_into(key: Key, out: Array, *, threads: int = 1, row_offset: int = 0) -> Array:
     """Fill ``out`` in place with standard normals ``N(0, 1)`` keyed by ``key = (seed, step, substep)``.
 
     The result is a deterministic function of ``key``, ``out.shape`` and ``out.dtype`` (and, on
     CUDA, the device): on CPU row ``i`` (the first axis) depends only on ``(key, i)`` and the row
     size (keyed blocks of :func:`block_rows` rows, see the module docstring), so the first rows
     do not depend on how many rows are drawn, and ``threads`` (worker threads sharing the blocks)
-    never changes the numbers. ``out`` must be contiguous; NumPy arrays and torch tensors.
+    never changes the numbers. ``out`` must be contiguous; NumPy arrays and torch tensors. With
+    ``row_offset``, ``out`` gets rows ``row_offset ... row_offset + len(out) - 1`` of the draw
+    (on CPU exactly those rows of a draw of more rows: how one rank of a distributed ensemble
+    draws the noise of its slice of the paths; on a device, its own generator keyed with the
+    offset).
 
     Returns:
         ``out``.
@@ -217,7 +255,7 @@ def normal_into(key: Key, out: Array, *, threads: int = 1) -> Array:
         >>> bool(np.array_equal(a, normal_into((1, 0, 0), np.empty((5, 2)), threads=2)[:3]))
         True
     """
-    filler = _Filler(out)
+    filler = _Filler(out, row_offset)
     threads = min(int(threads), filler.n_blocks)
     if threads <= 1:
         for b in range(filler.n_blocks):
@@ -229,7 +267,7 @@ def normal_into(key: Key, out: Array, *, threads: int = 1) -> Array:
     return out
 
 
-def normal(key: Key, shape: tuple[int, ...], ref: Array) -> Array:
+def normal(key: Key, shape: tuple[int, ...], ref: Array, *, row_offset: int = 0) -> Array:
     """Standard normals of ``shape`` for ``key = (seed, step, substep)``, in ``ref``'s backend,
     dtype and device: a new array filled by :func:`normal_into` (the same numbers).
 
@@ -240,10 +278,10 @@ def normal(key: Key, shape: tuple[int, ...], ref: Array) -> Array:
     """
     if isinstance(ref, np.ndarray):
         dtype = ref.dtype if np.issubdtype(ref.dtype, np.floating) else np.float64
-        return normal_into(key, np.empty(shape, dtype=dtype))
+        return normal_into(key, np.empty(shape, dtype=dtype), row_offset=row_offset)
     if is_torch(ref):
         torch = _torch()
-        return normal_into(key, torch.empty(shape, dtype=ref.dtype, device=ref.device))
+        return normal_into(key, torch.empty(shape, dtype=ref.dtype, device=ref.device), row_offset=row_offset)
     raise TypeError(f"no noise source for arrays of type {type(ref).__name__}; supported: numpy, torch")
 
 
@@ -259,7 +297,8 @@ class NoiseStream:
     worker has started yet (from the last) and waits for the others, so the work is shared
     whatever the balance between noise and arithmetic. A returned buffer stays valid until the
     next call of :meth:`take`. Small draws (under 2^16 numbers) and device arrays are filled by
-    the caller alone. Use it as a context manager (or call :meth:`close`): the workers are joined
+    the caller alone. ``row_offset``: the buffers hold rows ``row_offset ...`` of the draw (see
+    :func:`normal_into`). Use it as a context manager (or call :meth:`close`): the workers are joined
     when it closes, also after an exception.
 
     Example:
@@ -278,16 +317,17 @@ class NoiseStream:
         *,
         threads: int | None = None,
         prefetch: bool = True,
+        row_offset: int = 0,
     ) -> None:
         self.seed = int(seed)
         self._keys: Iterator[tuple[int, int]] = iter(keys)
         threads = NOISE_THREADS if threads is None else int(threads)
         first = _empty_like(like)
-        filler = _Filler(first)
+        filler = _Filler(first, row_offset)
         alone = filler.kind == "device" or filler.size < _THREAD_MIN_SIZE
         self.threads = 1 if alone else max(1, min(threads, filler.n_blocks))
         self.prefetch = bool(prefetch) and self.threads > 1
-        self._fillers = [filler] + ([_Filler(_empty_like(like))] if self.prefetch else [])
+        self._fillers = [filler] + ([_Filler(_empty_like(like), row_offset)] if self.prefetch else [])
         workers = self.threads - 1
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="inertia-noise") if workers else None
         self._pending: tuple[tuple[int, int], int, list[Future[None]]] | None = None

@@ -427,11 +427,10 @@ class HessianOperator:
         assert total is not None
         return total
 
-    def matvec(self, flat: Any) -> Any:
-        """``A u`` for a flat vector ``u`` (length :attr:`n`):
-        ``A = P^{-1/2} (sign H + diag(shift)) P^{-1/2}``."""
-        x = flat if self.inv_sqrt_p is None else flat * self.inv_sqrt_p
-        u = self._unflat(x)
+    def hessian(self, flat: Any) -> Any:
+        """``sign H u`` for a flat vector ``u`` (no preconditioner, no shift): one product, one
+        all-reduce when distributed."""
+        u = self._unflat(flat)
         if self.mode == "double_backward":
             hv = self._hvp_double_backward(u)
         else:
@@ -444,8 +443,13 @@ class HessianOperator:
             dist.all_reduce(out, group=self.group)
             out = out / self.world
             self.n_collectives += 1
-        if self.sign != 1.0:
-            out = self.sign * out
+        return out if self.sign == 1.0 else self.sign * out
+
+    def matvec(self, flat: Any) -> Any:
+        """``A u`` for a flat vector ``u`` (length :attr:`n`):
+        ``A = P^{-1/2} (sign H + diag(shift)) P^{-1/2}``."""
+        x = flat if self.inv_sqrt_p is None else flat * self.inv_sqrt_p
+        out = self.hessian(x)
         if self.shift is not None:
             out = out + self.shift * x
         return out if self.inv_sqrt_p is None else out * self.inv_sqrt_p
@@ -654,6 +658,7 @@ def lanczos(
     seed: int = 0,
     dtype: Any = None,
     device: Any = None,
+    v0: Any = None,
 ) -> Spectrum:
     """The ``k`` algebraically largest eigenvalues of a symmetric operator by Lanczos with full
     reorthogonalisation.
@@ -664,13 +669,19 @@ def lanczos(
     eigenvector ``s_i`` of ``T_m`` has the residual ``||A y_i - theta_i y_i|| = |beta_{m+1} s_{m,i}|``;
     stops when that is ``<= tol max(|theta_i|, tiny)`` for the top ``k``, on an invariant
     subspace (``beta`` at rounding level: the values are exact), or after ``max_iter``
-    products (a ``RuntimeWarning`` then). The start vector is a seeded Gaussian (the same on
-    every rank).
+    products (a ``RuntimeWarning`` then). The start vector is ``v0`` (e.g. the previous top
+    eigenvector: a warm start) or a seeded Gaussian (the same on every rank).
     """
     import torch
 
     dtype = dtype or torch.float64
     q = _start(n, seed, dtype, device)
+    if v0 is not None:
+        v0 = v0.reshape(-1).to(device=q.device, dtype=dtype)
+        if v0.numel() != n:
+            raise ValueError(f"`v0` must have {n} entries, got {v0.numel()}")
+        q = v0 + 1e-3 * float(v0.norm()) * q  # a little of every direction
+        q = q / q.norm()
     basis = [q]
     alphas: list[float] = []
     betas: list[float] = []

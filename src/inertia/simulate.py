@@ -147,6 +147,7 @@ def simulate(
     on_divergence: str = "raise",
     progress: Callable[[int, int], None] | None = None,
     fast: bool = True,
+    distributed: bool = False,
 ) -> Trajectory:
     """Simulate ``dtheta = v dt``, ``M dv = (-grad L - gamma(t) M v) dt + sigma M^{1/2} dW``.
 
@@ -180,6 +181,13 @@ def simulate(
             step function). All give the same numbers to rounding error and the same
             :class:`Trajectory`; ``config["kernel"]`` names the kernel that ran; divergence is
             checked as documented there.
+        distributed: split the paths over the ranks of the initialised ``torch.distributed``
+            process group (e.g. under ``torchrun``) in contiguous slices (rank ``r`` of ``W``
+            takes paths ``r N // W`` to ``(r + 1) N // W - 1``, recorded in
+            ``config["distributed"]``); each rank steps its slice with its noise keyed by the
+            global path index (on CPU the union is the single-process run bit for bit) and
+            returns the energies of all paths (gathered once, at the end) and its own slice of
+            the final state (``theta``, ``v``). See :mod:`inertia._distributed`.
 
     Returns:
         A :class:`Trajectory`.
@@ -199,6 +207,7 @@ def simulate(
         )
     meth = get_method(method)
     fast = flag("fast", fast)
+    distributed = flag("distributed", distributed)
     optional_callable("progress", progress, "progress(steps_done, n_steps)")
     dt = finite_float("dt", dt, minimum=0.0, strict=True)
     n_steps = whole_number("n_steps", n_steps, minimum=0)
@@ -244,8 +253,18 @@ def simulate(
                 f"`n_paths` = {n_paths} does not match the leading dimension "
                 f"{leading.pop()} of `theta0`/`v0` (no silent broadcasting)"
             )
+    lo, hi = 0, n_paths  # the paths this process steps (all of them, unless distributed)
+    shard: dict[str, Any] | None = None
+    if distributed:
+        from inertia import _distributed
+
+        rank, world, lo, hi = _distributed.slice_of(n_paths)
+        shard = {"rank": rank, "world_size": world, "paths": [lo, hi]}
+        theta = theta[lo:hi] if theta.ndim == 2 else theta
+        v = v[lo:hi] if v is not None and v.ndim == 2 else v
+    n_local = hi - lo
     xp = array_namespace(theta)
-    ones = xp.ones((n_paths, d), dtype=theta.dtype, device=_device(theta))
+    ones = xp.ones((n_local, d), dtype=theta.dtype, device=_device(theta))
     theta = ones * theta
     v = xp.zeros_like(theta) if v is None else ones * v
     mass_arr, inv_mass, inv_sqrt_mass, mass_json = _mass_array(mass, d, theta)
@@ -268,6 +287,8 @@ def simulate(
         "backend": type(theta).__module__.split(".")[0],
         "dtype": str(theta.dtype),
     }
+    if shard is not None:
+        config["distributed"] = shard
     run = Run(
         potential=potential,
         method=meth,
@@ -281,8 +302,9 @@ def simulate(
         sigma=sigma,
         dt=dt,
         t0=t0,
-        noise=lambda n, k: normal((seed, n, k), (n_paths, d), theta),
+        noise=lambda n, k: normal((seed, n, k), (n_local, d), theta, row_offset=lo),
         fast=fast,
+        row_offset=lo,
     )
     kernel = select(run)
     log.info(
@@ -303,6 +325,8 @@ def simulate(
         progress=progress,
     )
     kin, pot, diss = kernel.energies(steps.size)
+    if shard is not None:  # every rank gets the energies of all paths, once, at the end
+        steps, kin, pot, diss, first_bad, taken = _distributed.gather(steps, kin, pot, diss, first_bad, taken)
     config["kernel"] = kernel.name
     return finish(
         steps=steps,

@@ -69,7 +69,9 @@ __all__ = ["TABLE", "Kernel", "Run", "Saves", "select"]
 class Run:
     """Everything a kernel needs to know about a validated run (built by :func:`inertia.simulate`).
 
-    ``theta`` and ``v`` are ``(n_paths, d)`` arrays of one backend; ``mass`` / ``inv_mass`` /
+    ``theta`` and ``v`` are ``(n_paths, d)`` arrays of one backend (on a distributed rank, its
+    slice of the paths, whose first global index is ``row_offset``: the noise of path ``i`` is
+    keyed by its global index); ``mass`` / ``inv_mass`` /
     ``inv_sqrt_mass`` floats or ``(d,)`` backend arrays; ``mass_json`` the mass as a float or a
     list (host); ``noise(step, substep)`` the keyed standard normals of the run's paths.
     """
@@ -88,6 +90,7 @@ class Run:
     t0: float
     noise: Callable[[int, int], Any]
     fast: bool = True
+    row_offset: int = 0
 
     @property
     def n_paths(self) -> int:
@@ -166,7 +169,7 @@ def _single_path(run: Run) -> Kernel | None:
 def _ensemble(run: Run) -> Kernel | None:
     from inertia.kernels.inplace import make_kernel
 
-    kernel: Kernel | None = make_kernel(
+    made = make_kernel(
         run.method.name,
         run.potential,
         run.theta,
@@ -177,6 +180,9 @@ def _ensemble(run: Run) -> Kernel | None:
         dt=run.dt,
         t0=run.t0,
     )
+    if made is not None:
+        made.row_offset = run.row_offset
+    kernel: Kernel | None = made
     return kernel
 
 

@@ -70,6 +70,7 @@ import numpy as np
 
 from inertia._backend import Array, constant_like, normal_into
 from inertia.integrators.splitting import o_coefficients
+from inertia.kernels import Saves
 from inertia.kernels.inplace import InplaceKernel
 
 __all__ = ["COMPILE_BACKEND", "FUSED_DEVICE_TYPES", "MAX_CHUNK", "FusedKernel"]
@@ -102,11 +103,13 @@ def available() -> bool:
 def _source(name: str, plan: tuple[str, ...], k: int, friction: bool, noise: bool) -> str:
     """Straight-line source of ``k`` steps of the sub-step letters ``plan`` (``("E",)``: Euler).
 
-    Signature ``(theta, v, diss, xi, a, kick, coef, noise, mass)``; returns
-    ``(theta, v, diss, kinetic of the last state)``.
+    Signature ``(theta, v, diss, xi, a, kick, coef, noise, mass, lam)``; returns
+    ``(theta, v, diss, kinetic, potential)``, the last two per path of the last state (the
+    chunk's epilogue: what a saved step records, reduced in the same graph).
     """
     kin = "(((v * mass) * v).sum(-1) * 0.5)"  # the order of InplaceKernel's sq_sum
-    lines = [f"def {name}(theta, v, diss, xi, a, kick, coef, noise, mass):"]
+    pot = "(((theta * lam) * theta).sum(-1) * 0.5)"
+    lines = [f"def {name}(theta, v, diss, xi, a, kick, coef, noise, mass, lam):"]
     n_o = max(1, sum(1 for letter in plan if letter in "OE"))
     for i in range(k):
         j = 0
@@ -132,7 +135,7 @@ def _source(name: str, plan: tuple[str, ...], k: int, friction: bool, noise: boo
                 lines.append("    v = v + work")
                 if noise:
                     lines.append(f"    v = v + noise[{i}, 0] * xi[{i}]")
-    lines.append(f"    return theta, v, diss, {kin}")
+    lines.append(f"    return theta, v, diss, {kin}, {pot}")
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +192,8 @@ class FusedKernel(InplaceKernel):
             if self._scalar_mass
             else self._mass
         )
+        self._ends_saved = False  # the current chunk ends at a saved step (set by advance)
+        self._epilogue: tuple[Array, Array] | None = None  # (K, L) of the state, from the chunk
         self._xi: dict[int, Array] = {}
         self._xi_one: Array = None
         self._coef_cache: dict[tuple[Any, ...], tuple[Array, Array]] = {}
@@ -198,7 +203,7 @@ class FusedKernel(InplaceKernel):
         """The keyed draw ``(seed, n, k)`` for an in-place step (a replay, or the fallback)."""
         if self._xi_one is None:
             self._xi_one = self.theta.new_empty(self.theta.shape)
-        return normal_into((self.seed, n, k), self._xi_one)
+        return normal_into((self.seed, n, k), self._xi_one, row_offset=self.row_offset)
 
     def _coefficients(self, n0: int, k: int) -> tuple[Array, Array]:
         """``coef[i, j] = (c1, 1 - c1^2)`` and ``noise[i, j]`` (the noise coefficient, ``(1,)`` or
@@ -241,16 +246,39 @@ class FusedKernel(InplaceKernel):
             self._xi[k] = xi
         for i in range(k):
             for j in range(self.n_noise):
-                normal_into((self.seed, n0 + i, j), xi[i * self.n_noise + j])
+                normal_into((self.seed, n0 + i, j), xi[i * self.n_noise + j], row_offset=self.row_offset)
         return xi
+
+    def advance(self, n0: int, k: int, saves: Saves, replay: bool = False) -> int | None:
+        """As :meth:`InplaceKernel.advance`; a chunk that ends at a saved step also checks the
+        potential of its last state, so that :meth:`record` needs no synchronisation of its own."""
+        self._ends_saved = bool(saves)
+        return super().advance(n0, k, saves, replay)
+
+    def step(self, n: int) -> int:
+        """The in-place step (a replay, or the fallback): the chunk's epilogue is stale after it."""
+        self._epilogue = None
+        return super().step(n)
+
+    def record(self, row: int) -> bool:
+        """Copy the energies the chunk's epilogue reduced (no pass over the state, no host
+        synchronisation: the chunk's check covered them); else as :meth:`InplaceKernel.record`."""
+        if self._epilogue is None or self._rows is None:
+            return super().record(row)
+        kin, pot, diss = self._rows
+        kin[row].copy_(self._epilogue[0])
+        pot[row].copy_(self._epilogue[1])
+        diss[row].copy_(self.dissipated)
+        return True
 
     def steps(self, n0: int, k: int) -> tuple[int, bool] | None:
         """Advance steps ``n0 .. n0 + k - 1`` in one compiled call.
 
         Returns ``(gradient evaluations, True)`` after committing the new state when the kinetic
-        energy of the last state sums to a finite value; ``(0, False)`` with the state unchanged
-        when it does not (the caller replays the chunk with :meth:`step`); ``None`` when the
-        fused path is unavailable (compilation failed: the caller steps in place).
+        energy of the last state (and its potential, when the chunk ends at a saved step) sums
+        to a finite value (one host synchronisation per chunk); ``(0, False)`` with the state
+        unchanged when it does not (the caller replays the chunk with :meth:`step`); ``None``
+        when the fused path is unavailable (compilation failed: the caller steps in place).
         """
         if not self.fused:
             return None
@@ -261,7 +289,7 @@ class FusedKernel(InplaceKernel):
         try:
             fn = _compiled(self._letters, k, self._friction_on, self._noise_on)
             with torch.no_grad():
-                theta, v, diss, kin = fn(
+                theta, v, diss, kin, pot = fn(
                     self.theta,
                     self.v,
                     self.dissipated,
@@ -271,6 +299,7 @@ class FusedKernel(InplaceKernel):
                     coef,
                     noise,
                     self._mass_vec,
+                    self._lam,
                 )
         except Exception as exc:  # compile errors surface here, at the first call
             log.warning(
@@ -282,9 +311,13 @@ class FusedKernel(InplaceKernel):
             self.fused = False
             self.name = "inplace"  # what steps from here on
             return None
-        if not math.isfinite(float(kin.sum())):
+        self._epilogue = None
+        sums = torch.stack((kin.sum(), pot.sum())) if self._ends_saved else kin.sum().reshape(1)
+        if not math.isfinite(float(sums.double().sum())):
             return 0, False
         self.theta, self.v, self.dissipated = theta, v, diss
+        if self._ends_saved:
+            self._epilogue = (kin, pot)
         return self._advance_grads(k), True
 
 

@@ -89,6 +89,7 @@ import numpy as np
 
 from inertia._backend import Array, is_torch
 from inertia.integrators.splitting import o_coefficients
+from inertia.kernels import Saves
 from inertia.kernels.inplace import InplaceKernel
 
 numba: Any
@@ -142,6 +143,11 @@ def run_chunk(
     w: np.ndarray,
     euler: bool,
     mass: np.ndarray,
+    lam: np.ndarray,
+    save_row: np.ndarray,
+    rec_k: np.ndarray,
+    rec_p: np.ndarray,
+    rec_d: np.ndarray,
 ) -> None:
     """Step every path ``k = c1.shape[0]`` times from ``(theta, v, diss)`` into the ``*_out`` arrays.
 
@@ -158,8 +164,12 @@ def run_chunk(
     chunk) are split over numba's threads; three slots are applied per pass over the block, each
     element held in registers through them (the conditions are the same for every element, so
     the loop vectorises). Writes the new state, ``diss_out = diss + 1/2 sum_j m_j acc_j`` and
-    ``kin_out = 1/2 sum_j (v_j m_j) v_j`` of the last state, per path. Paths are independent: the
-    result does not depend on the threads or on ``P``.
+    ``kin_out = 1/2 sum_j (v_j m_j) v_j`` of the last state, per path. After step ``i`` with
+    ``save_row[i] = r >= 0`` (a saved step inside the chunk) it writes, per path, the kinetic
+    energy ``rec_k[r] = 1/2 sum_j (v_j m_j) v_j``, the potential ``rec_p[r] = 1/2 sum_j
+    (theta_j lambda_j) theta_j`` and the friction work so far ``rec_d[r] = diss + 1/2 sum_j m_j
+    acc_j``, while the block is in cache (so saving often does not cut the chunk). Paths are
+    independent: the result does not depend on the threads or on ``P``.
     """
     d = mass.shape[0]
     n_paths = diss.shape[0]
@@ -191,8 +201,7 @@ def run_chunk(
                     work = xe * kk[e]
                     x[e] = xe + ye * cs
                     y[e] = ye * cf + work
-                continue
-            for g in range(n_groups):
+            for g in range(0 if euler else n_groups):
                 s = 3 * g
                 k0, k1, k2 = kick[s], kick[s + 1], kick[s + 2]
                 a0, a1, a2 = a[s], a[s + 1], a[s + 2]
@@ -229,6 +238,21 @@ def run_chunk(
                     x[e] = xe
                     y[e] = ye
                     acc[e] = ae
+            r = save_row[i]
+            if r >= 0:
+                for q in range(p1 - p0):
+                    inc = 0.0
+                    kin = 0.0
+                    pot = 0.0
+                    for j in range(d):
+                        ye = y[q * d + j]
+                        xe = x[q * d + j]
+                        inc += mass[j] * acc[q * d + j]
+                        kin += (ye * mass[j]) * ye
+                        pot += (xe * lam[j]) * xe
+                    rec_d[r, p0 + q] = diss[p0 + q] + 0.5 * inc
+                    rec_k[r, p0 + q] = 0.5 * kin
+                    rec_p[r, p0 + q] = 0.5 * pot
         for q in range(p1 - p0):
             inc = 0.0
             kin = 0.0
@@ -268,10 +292,13 @@ class CpuFusedKernel(InplaceKernel):
     """An :class:`InplaceKernel` (``sigma = 0``, CPU) that can advance ``k`` steps in one numba call.
 
     :meth:`step`, :meth:`kinetic`, :meth:`potential` and ``dissipated`` are the in-place kernel's
-    (used for recording and for replaying a chunk that diverged); :meth:`steps` is the chunk.
+    (used for recording the initial state and for replaying a chunk that diverged);
+    :meth:`steps` is the chunk, which records the saved steps inside it (``records_inside``:
+    a chunk is cut by :data:`MAX_CHUNK` and the end of the run only, not by saved steps).
     """
 
     name = "fused_cpu"
+    records_inside = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -308,6 +335,8 @@ class CpuFusedKernel(InplaceKernel):
         # the mass as the in-place kinetic() weighs v: the scalar or the (d,) vector, in the dtype
         mass = np.full(d, self._mass) if self._scalar_mass else _numpy_view(self._mass)
         self._mass_vec = np.ascontiguousarray(mass, dtype=dtype)
+        self._lam_vec = np.ascontiguousarray(_numpy_view(self._lam), dtype=dtype)
+        self._saves: Saves | None = None
         # the second buffers the chunk is written into (swapped in when it is finite)
         self._spare = (_like(theta), _like(self.v), _like(self.dissipated))
         self._kin = np.empty(int(theta.shape[0]), dtype=dtype)
@@ -334,16 +363,29 @@ class CpuFusedKernel(InplaceKernel):
                 )
         return c1.astype(self._dtype), w.astype(self._dtype)
 
+    def advance(self, n0: int, k: int, saves: Saves, replay: bool = False) -> int | None:
+        """As :meth:`InplaceKernel.advance`; a chunk writes the rows of its saved steps."""
+        self._saves = None if replay else saves
+        return super().advance(n0, k, saves, replay)
+
     def steps(self, n0: int, k: int) -> tuple[int, bool] | None:
-        """Advance steps ``n0 .. n0 + k - 1`` in one compiled call.
+        """Advance steps ``n0 .. n0 + k - 1`` in one compiled call, writing the energies of the
+        saved steps among them (those :meth:`advance` was given) into their rows.
 
         Returns ``(gradient evaluations, True)`` after committing the new state when the kinetic
-        energy of the last state (and the new ``dissipated``) sums to a finite value;
+        energy of the last state (and the new ``dissipated``, and ``K + L`` of each saved step)
+        sums to a finite value;
         ``(0, False)`` with the state unchanged when it does not (the caller replays the chunk with
         :meth:`step`).
         """
         c1, w = self._coefficients(n0, k)
         theta_out, v_out, diss_out = self._spare
+        save_row = np.full(k, -1, dtype=np.int64)
+        saved = [(j, row) for j, row in self._saves] if self._saves is not None else []
+        for j, row in saved:
+            save_row[j - 1] = row
+        assert self._rows is not None, "open() the kernel first"
+        rec_k, rec_p, rec_d = (_numpy_view(x) for x in self._rows)
         with _LAUNCH:
             run_chunk(
                 _flat(self.theta),
@@ -360,9 +402,18 @@ class CpuFusedKernel(InplaceKernel):
                 w,
                 self._euler,
                 self._mass_vec,
+                self._lam_vec,
+                save_row,
+                rec_k,
+                rec_p,
+                rec_d,
             )
         with np.errstate(over="ignore", invalid="ignore"):
             finite = np.isfinite(self._kin.sum()) and np.isfinite(_numpy_view(diss_out).sum())
+            rows = [row for _, row in saved]
+            if finite and rows:  # a saved step: sum K + sum L finite, as InplaceKernel.record checks
+                sums = rec_k[rows].sum(axis=1, dtype=np.float64) + rec_p[rows].sum(axis=1, dtype=np.float64)
+                finite = bool(np.all(np.isfinite(sums)))
         if not finite:
             return 0, False
         self._spare = (self.theta, self.v, self.dissipated)

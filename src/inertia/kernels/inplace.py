@@ -257,6 +257,7 @@ class InplaceKernel:
             self._work = theta.new_empty(theta.shape) if is_torch(theta) else np.empty_like(theta)
         self.n_grad = 0
         self.seed = 0
+        self.row_offset = 0  # the global index of this kernel's first path (a distributed rank)
         self._rows: tuple[Array, Array, Array] | None = None
         self._stream: Any = None
 
@@ -387,7 +388,9 @@ class InplaceKernel:
         self.seed = seed
         self._exit = contextlib.ExitStack()
         if self.n_noise and n_steps and not callable(getattr(self, "steps", None)):
-            stream = NoiseStream(seed, self.noise_keys(initial_step, n_steps), self.theta)
+            stream = NoiseStream(
+                seed, self.noise_keys(initial_step, n_steps), self.theta, row_offset=self.row_offset
+            )
             self._exit.callback(stream.close)
             self.noise = stream
             if stream.threads > 1:

@@ -18,11 +18,13 @@ from inertia.track.log import RunLog, TensorBoardSink, read_history, run_status
 from inertia.track.mapping import MAPPINGS, Mapping, StepTerms, mapping_for, register_mapping
 from inertia.track.rmsprop import RMSpropMapping
 from inertia.track.sgd import SGDMapping
+from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor, StabilityWarning
 from inertia.track.tracker import COLUMNS, InertiaTracker, NonFiniteError, Sink
 
 __all__ = [
     "COLUMNS",
     "MAPPINGS",
+    "SHARPNESS_COLUMNS",
     "AdamMapping",
     "DivergenceRule",
     "DivergenceWarning",
@@ -32,7 +34,9 @@ __all__ = [
     "RMSpropMapping",
     "RunLog",
     "SGDMapping",
+    "SharpnessMonitor",
     "Sink",
+    "StabilityWarning",
     "StepTerms",
     "TensorBoardSink",
     "mapping_for",

@@ -54,24 +54,29 @@ from inertia.track.mapping import (
     momentum_terms,
     params_with_grad,
     prior,
-    reduce_flat,
 )
+from inertia.track.reduce import reduce_flat
 
 __all__ = ["AdamMapping", "adam_metric"]
 
 
 def _floats(values: list[Any]) -> list[float]:
-    """Step counts as Python floats; tensors on an accelerator are read in one transfer."""
+    """Step counts as Python floats, read in one operation per device (not one per tensor);
+    on an accelerator (``capturable``/``fused`` optimizers) that read waits for the device."""
     import torch
 
-    on_device = [v for v in values if isinstance(v, torch.Tensor) and v.device.type != "cpu"]
-    if len(on_device) > 1 and len({v.device for v in on_device}) == 1:
-        read = iter(torch.stack([v.reshape(()) for v in on_device]).tolist())
-        return [
-            float(next(read)) if isinstance(v, torch.Tensor) and v.device.type != "cpu" else float(v)
-            for v in values
-        ]
-    return [float(v) for v in values]
+    tensors: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        if isinstance(v, torch.Tensor):
+            tensors.setdefault(v.device, []).append(i)
+    out = [float(v) if not isinstance(v, torch.Tensor) else math.nan for v in values]
+    for idx in tensors.values():
+        if len(idx) == 1:
+            out[idx[0]] = float(values[idx[0]])
+            continue
+        for i, x in zip(idx, torch.stack([values[i] for i in idx]).reshape(-1).tolist(), strict=True):
+            out[i] = float(x)
+    return out
 
 
 def adam_metric(s: Any, bc2: float, eps: float) -> Any:
@@ -128,6 +133,10 @@ class AdamMapping(Mapping):
             s = st["max_exp_avg_sq"] if group["amsgrad"] else st["exp_avg_sq"]
             out.append((1.0 - b1**t) * adam_metric(s, 1.0 - b2**t, float(group["eps"])))
         return out
+
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``dtheta^T P dtheta = 2 eta (1 - beta1) K`` with ``P = (1 - beta1^t) M``."""
+        return 2.0 * hp["lr"] * (1.0 - hp["beta1"]) * terms.kinetic
 
     def reduce(
         self,

@@ -31,10 +31,9 @@ with ``K~_j(M) = 1/2 (r p_j)^T M^{-1} (r p_j)``. ``V`` is the loss plus ``wd/2 |
 
 from __future__ import annotations
 
-import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +145,16 @@ class Mapping(ABC):
         identity; adaptive mappings return the metric their ledger uses."""
         return [None for _ in group["params"]]
 
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``dtheta^T P dtheta`` of the step (``P`` of :meth:`preconditioner`), from its terms.
+
+        For every heavy-ball form ``dtheta = dt v`` with ``K = 1/2 v^T M v``, so
+        ``dtheta^T M dtheta = 2 dt^2 K`` (the default); a mapping whose step is not of that form
+        (Nesterov) or whose ``P`` differs from ``M`` (Adam) overrides it. Gives the ledger's free
+        curvature along the update, ``2 B / dtheta^T P dtheta`` (:mod:`inertia.track.sharpness`).
+        """
+        return 2.0 * terms.dt**2 * terms.kinetic
+
     @abstractmethod
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         """The hyper-parameters of the step just taken (read before a scheduler changes them)."""
@@ -161,181 +170,6 @@ class Mapping(ABC):
         step (``K_j = 0``), ``None`` without ``fresh`` that ``K_j`` is unknown (the tracker was
         attached mid-run): terms that need it are NaN.
         """
-
-
-def chunk_dot(a: Any, b: Any) -> Any:
-    """``sum(a * b)`` in one BLAS pass (``torch.dot``) without temporaries, as a 0-d tensor of
-    the operands' dtype (both are promoted to a common floating dtype first if they differ).
-
-    float64 state is reduced in float64 (exact to rounding); float32 state in float32 within
-    one chunk of :data:`CHUNK` elements, the chunks then added in float64 by
-    :func:`reduce_flat`: an absolute error of order ``eps_32 sqrt(CHUNK) |a| |b|``, far below
-    the float32 rounding of the state itself.
-    """
-    import torch
-
-    if a.dtype != b.dtype or not a.is_floating_point():
-        dtype = torch.promote_types(a.dtype, b.dtype)
-        a, b = a.to(dtype), b.to(dtype)
-    return torch.dot(a.reshape(-1), b.reshape(-1))
-
-
-#: elements per chunk in :func:`reduce_flat`: large enough that dispatch is small next to the
-#: work, small enough that element-wise temporaries (1 MiB in float32) stay in cache and are
-#: recycled by the allocator instead of being mapped fresh on every step. Measured on the
-#: 784-512-512-10 benchmark (2 cores): 2^16 -> 0.53 ms, 2^17 -> 0.39 ms, 2^18 -> 0.29 ms,
-#: 2^20 -> 1.6 ms per reduce
-CHUNK = 1 << 18
-
-
-def reduce_flat(
-    rows: Sequence[tuple[Any, ...]],
-    products: Callable[..., dict[str, tuple[Any, ...]]],
-    names: Sequence[str],
-    like: Any,
-    sources: dict[str, tuple[str, float]] | None = None,
-    keys: Sequence[Hashable] | None = None,
-) -> Any:
-    """A mapping's sums over a parameter group, computed on flat chunks of the whole group.
-
-    ``rows`` holds one tuple of tensors per parameter (``None`` where a tensor is not needed,
-    then in every row). The group is cut into chunks of at most :data:`CHUNK` elements, a large
-    tensor into slices (views) and consecutive small ones packed together (one copy), separately
-    for each device, dtype and ``keys[i]`` (Adam's step count). ``products(key, *columns)``
-    evaluates the mapping's element-wise formulas on one chunk and returns the named pairs
-    ``{product: (a, b)}`` or ``{product: (a, b, weight)}`` to sum (a chunk may omit a product;
-    ``weight`` is a per-chunk Python factor, e.g. a bias correction of that step count). The
-    element-wise values are exactly those of a per-parameter computation, so only the order of
-    the float64 additions changes; each sum is :func:`chunk_dot`'s, over the whole group.
-
-    Sum ``name`` is ``w * sum(a * b)`` of product ``p`` where ``sources[name] = (p, w)``, else the
-    sum of the product called ``name``, else 0. Returns them in the order of ``names`` as one
-    float64 tensor on the device of the first chunk (``like``'s if there is none), without a
-    host sync. The columns may be views of optimizer state: ``products`` must never write to
-    them.
-    """
-    import torch
-
-    # per product and chunk weight: the chunks' dot products in the operands' dtype (each one a
-    # single BLAS pass); they are converted to float64 together, summed, then weighted
-    partial: dict[str, dict[float, list[Any]]] = {}
-    device = None
-    for key, cols in _chunks(rows, keys):
-        for name, pair in products(key, *cols).items():
-            term = chunk_dot(pair[0], pair[1])
-            device = device or term.device
-            weight = pair[2] if len(pair) == 3 else 1.0
-            partial.setdefault(name, {}).setdefault(weight, []).append(term)
-    device = device or like.device
-    f64 = torch.float64
-    totals: dict[str, Any] = {}
-    for name, by_weight in partial.items():
-        total = None
-        for weight, terms in by_weight.items():
-            if len({t.device for t in terms}) > 1:  # a group spread over devices
-                terms = [t.to(device) for t in terms]
-            part = terms[0].to(f64) if len(terms) == 1 else torch.stack(terms).to(f64).sum()
-            part = part if weight == 1.0 else weight * part
-            total = part if total is None else total + part
-        totals[name] = total
-    zero = torch.zeros((), dtype=f64, device=device)
-    out = []
-    for name in names:
-        product, weight = (sources or {}).get(name, (name, 1.0))
-        total = totals.get(product)
-        if total is None:
-            out.append(zero)
-        else:
-            out.append(total if weight == 1.0 else weight * total)
-    return torch.stack(out)
-
-
-def reduce_dots(terms: Sequence[tuple[Any, Any, Sequence[tuple[int, float]]]], width: int, like: Any) -> Any:
-    """A mapping's sums when every one is a weighted sum of dot products of tensors it already
-    holds (no element-wise temporaries): ``out[i] = sum over terms (a, b, dests) with (i, w) in
-    dests of w * sum(a * b)``.
-
-    The fast path of the common case (heavy-ball SGD: ``||b||^2``, ``||g||^2``, ``<g, b>``): one
-    :func:`chunk_dot` per term and per :data:`CHUNK`-sized slice (a view; no copy, no packing),
-    so the dots read the state straight from where the optimizer left it; the partial dots are
-    stacked, converted to float64, weighted and scattered into a float64 vector of ``width`` on
-    the device of the first term (``like``'s if there is none), without a host sync. Each sum is
-    the same as :func:`reduce_flat`'s up to the order of the float64 additions.
-    """
-    import torch
-
-    dots: list[Any] = []
-    index: list[int] = []
-    weights: list[float] = []
-    for a, b, dests in terms:
-        fa = a if a.ndim == 1 else a.reshape(-1)
-        fb = fa if b is a else (b if b.ndim == 1 else b.reshape(-1))
-        n = fa.shape[0]
-        if n <= CHUNK and fa.dtype == fb.dtype:
-            parts = [torch.dot(fa, fb)]
-        else:
-            parts = [chunk_dot(fa[i : i + CHUNK], fb[i : i + CHUNK]) for i in range(0, n, CHUNK)]
-        for d in parts:
-            for i, w in dests:
-                dots.append(d)
-                index.append(i)
-                weights.append(w)
-    f64 = torch.float64
-    if not dots:
-        return torch.zeros(width, dtype=f64, device=like.device)
-    device = dots[0].device
-    try:
-        values = torch.stack(dots).to(f64)
-    except RuntimeError:  # a group spread over devices
-        values = torch.stack([d.to(device) for d in dots]).to(f64)
-    index_t, weights_t = _scatter_plan(tuple(index), tuple(weights), str(device))
-    # index_add, not a weight matrix: 0 * inf would turn an infinite sum into NaN
-    return torch.zeros(width, dtype=f64, device=device).index_add_(0, index_t, values * weights_t)
-
-
-@functools.lru_cache(maxsize=64)
-def _scatter_plan(index: tuple[int, ...], weights: tuple[float, ...], device: str) -> tuple[Any, Any]:
-    """The index and weight vectors with which :func:`reduce_dots` scatters its dots, built once
-    per layout of a group."""
-    import torch
-
-    return torch.tensor(index, device=device), torch.tensor(weights, dtype=torch.float64, device=device)
-
-
-def _chunks(
-    rows: Sequence[tuple[Any, ...]], keys: Sequence[Hashable] | None
-) -> Iterator[tuple[Hashable, list[Any]]]:
-    """``(key, columns)`` for each chunk of at most :data:`CHUNK` elements (:func:`reduce_flat`)."""
-    runs: dict[tuple[Any, Any, Hashable], list[tuple[Any, ...]]] = {}
-    for i, row in enumerate(rows):
-        first = next(t for t in row if t is not None)
-        runs.setdefault((first.device, first.dtype, None if keys is None else keys[i]), []).append(row)
-    for (_, _, key), run in runs.items():
-        pending: list[list[Any]] = []
-        filled = 0
-        for row in run:
-            flat = [None if t is None else t.reshape(-1) for t in row]
-            n = next(t for t in flat if t is not None).numel()
-            if n >= CHUNK:  # a large tensor: chunks that are views of it
-                for start in range(0, n, CHUNK):
-                    yield key, [None if t is None else t[start : start + CHUNK] for t in flat]
-                continue
-            if pending and filled + n > CHUNK:
-                yield key, _pack(pending)
-                pending, filled = [], 0
-            pending.append(flat)
-            filled += n
-        if pending:
-            yield key, _pack(pending)
-
-
-def _pack(flats: list[list[Any]]) -> list[Any]:
-    """The columns of several small tensors' rows, concatenated."""
-    import torch
-
-    if len(flats) == 1:
-        return flats[0]
-    return [None if col[0] is None else torch.cat(col) for col in zip(*flats, strict=True)]
 
 
 def prior(prev: StepTerms | None, fresh: bool, lr: float) -> tuple[float, float]:

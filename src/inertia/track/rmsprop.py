@@ -38,8 +38,8 @@ from inertia.track.mapping import (
     momentum_terms,
     params_with_grad,
     prior,
-    reduce_flat,
 )
+from inertia.track.reduce import reduce_flat
 
 __all__ = ["RMSpropMapping", "rmsprop_metric"]
 

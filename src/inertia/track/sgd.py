@@ -55,9 +55,8 @@ from inertia.track.mapping import (
     momentum_terms,
     params_with_grad,
     prior,
-    reduce_dots,
-    reduce_flat,
 )
+from inertia.track.reduce import reduce_flat
 
 __all__ = ["SGDMapping"]
 
@@ -85,6 +84,13 @@ class SGDMapping(Mapping):
             "nesterov": float(bool(group["nesterov"])),
             "maximize": float(bool(group.get("maximize", False))),
         }
+
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``||dtheta||^2 = 2 dt^2 K`` (heavy ball, plain SGD); NaN for Nesterov, whose step
+        ``-eta (g + mu b)`` is not the velocity's."""
+        if hp["nesterov"] and hp["momentum"] != 0.0:
+            return math.nan
+        return 2.0 * terms.dt**2 * terms.kinetic
 
     def reduce(
         self,
@@ -158,17 +164,21 @@ class SGDMapping(Mapping):
     ) -> Any:
         """Heavy ball or no momentum, without weight decay: every sum is a dot product of
         ``.grad`` and the buffer as the optimizer left them (``g = -grad`` under ``maximize``), so
-        they are taken straight from the state (:func:`inertia.track.mapping.reduce_dots`)."""
-        kin, gg, ggf, gd = (self.names.index(n) for n in ("kin", "gg", "ggf", "gd"))
+        no element-wise temporary is formed (:func:`inertia.track.reduce.reduce_flat` on the
+        columns themselves)."""
         sign = -1.0 if maximize else 1.0
-        terms: list[tuple[Any, Any, list[tuple[int, float]]]] = []
-        for (grad, b, _), (first, _) in zip(rows, keys, strict=True):
+
+        def products(key: tuple[bool, bool], grad: Any, b: Any, _: Any) -> dict[str, tuple[Any, ...]]:
             if mu == 0.0:  # the kinetic vector and d are g: kin = gg and gd = -lr gg
-                terms.append((grad, grad, [(gg, 1.0), (kin, 1.0), (gd, -lr)]))
-                continue
-            g_dests = [(gg, 1.0), (ggf, 1.0)] if first and tau else [(gg, 1.0)]
-            terms += [(grad, grad, g_dests), (b, b, [(kin, 1.0)]), (grad, b, [(gd, -lr * sign)])]
-        return reduce_dots(terms, len(self.names), ref)
+                return {"gg": (grad, grad)}
+            pairs: dict[str, tuple[Any, ...]] = {"gg": (grad, grad), "kin": (b, b), "gd": (grad, b)}
+            if key is not None and key[0]:
+                pairs["ggf"] = (grad, grad)
+            return pairs
+
+        sources = {"gd": ("gd", -lr * sign)} if mu != 0.0 else {"kin": ("gg", 1.0), "gd": ("gg", -lr)}
+        # parameters on their first step are summed apart only where it matters (ggf)
+        return reduce_flat(rows, products, self.names, ref, sources, keys if mu != 0.0 and tau else None)
 
     def assemble(
         self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool

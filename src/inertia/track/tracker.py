@@ -55,6 +55,7 @@ from inertia.track.distributed import (
 )
 from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
 from inertia.track.mapping import PreStep, StepTerms, mapping_for
+from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 
@@ -155,6 +156,12 @@ class InertiaTracker:
             initialised process group, or if DTensor parameters are not sharded once over the
             world (HSDP, tensor parallel) and no ``process_group`` is given.
         process_group: the ``torch.distributed`` group to reduce over (default: the world).
+        sharpness_every: add the columns of :data:`inertia.track.SHARPNESS_COLUMNS`: the
+            update curvature and threshold on every row, the (preconditioned) top Hessian
+            eigenvalue on rows ``n, 2n, ...`` (``record`` then needs a closure at the steps
+            before them; a multiple of ``every``). See :mod:`inertia.track.sharpness`.
+        warn_ratio: a :class:`~inertia.track.StabilityWarning` once when the sharpness reaches
+            this fraction of the stability threshold.
         divergence: the rule that flags a blow-up that stays finite
             (:class:`~inertia.track.divergence.DivergenceRule`): the first recorded row that
             meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
@@ -185,6 +192,8 @@ class InertiaTracker:
         layout: str = "auto",
         process_group: Any = None,
         fresh: bool | None = None,
+        sharpness_every: int | None = None,
+        warn_ratio: float = 0.9,
         divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
         if mode not in _MODES:
@@ -262,6 +271,10 @@ class InertiaTracker:
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
+        # issue 12: sharpness beside the ledger (inertia.track.sharpness)
+        self._sharpness = None
+        if sharpness_every is not None:
+            self._sharpness = _sharpness_monitor(self, sharpness_every, warn_ratio)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -407,6 +420,8 @@ class InertiaTracker:
                     "of the same batch at the parameters after the step"
                 )
             self._closures[k] = self._evaluate(closure)
+        if self._sharpness is not None:  # issue 12
+            self._sharpness.measure(k, closure)
         self._n_records += 1
         for old in [s for s in self._losses if s < k - 1]:
             del self._losses[old]
@@ -415,6 +430,10 @@ class InertiaTracker:
         if not self._recorded(k):
             return None
         row = self._row(k)
+        if self._sharpness is not None:  # issue 12
+            hook = self._hooks.get(k - 1)
+            terms = self._assembled.get(k - 1)
+            row.update(self._sharpness.columns(k, row, terms, hook.hps if hook and terms else None))
         self.rows.append(row)
         for sink in self.sinks:
             sink.write(row)
@@ -429,7 +448,12 @@ class InertiaTracker:
         """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`)."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The row columns: :data:`COLUMNS`, then :data:`SHARPNESS_COLUMNS` with ``sharpness_every``."""
+        return list(COLUMNS) + (list(SHARPNESS_COLUMNS) if self._sharpness is not None else [])
 
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory).
@@ -446,6 +470,8 @@ class InertiaTracker:
         self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        if self._sharpness is not None:  # issue 12
+            self._sharpness.close()
         if self.status == "running":
             self.status = "complete"
         for sink in self.sinks:
@@ -623,3 +649,27 @@ class InertiaTracker:
         # values stay NaN/Inf in the row; they are never replaced)
         row["finite"] = all(math.isfinite(x) for x in vec)
         return row
+
+
+def _sharpness_monitor(tracker: InertiaTracker, every: int, warn_ratio: float) -> SharpnessMonitor:
+    """Issue 12: the tracker's :class:`~inertia.track.sharpness.SharpnessMonitor`; its sinks must
+    take the added columns."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1 or every % tracker.every:
+        raise ValueError(
+            f"`sharpness_every` must be a positive multiple of `every` ({tracker.every}), got {every!r}"
+        )
+    for sink in tracker.sinks:
+        cols = getattr(sink, "columns", None)
+        if cols is not None and not set(SHARPNESS_COLUMNS) <= set(cols):
+            raise ValueError(
+                "a sink's columns lack the sharpness columns: create it with "
+                "columns=inertia.track.COLUMNS + inertia.track.SHARPNESS_COLUMNS"
+            )
+    return SharpnessMonitor(
+        tracker.optimizer,
+        tracker.mapping,
+        every,
+        warn_ratio=warn_ratio,
+        exact=tracker.mode == "exact",
+        process_group=tracker.process_group,
+    )

@@ -1,0 +1,229 @@
+"""A parameter group's sums in a number of device operations that does not grow with its tensors.
+
+A mapping (:mod:`inertia.track.mapping`) needs a handful of sums over a parameter group, each
+``sum_p w_p sum_i a_i b_i`` of element-wise expressions of the gradient, the optimizer state and
+the parameters. Taken one parameter tensor at a time they cost one small operation per tensor
+and per sum, which on an accelerator is one kernel launch each (a 6-layer transformer with AdamW:
+about 2,000 launches per step, the GPU waiting on Python). :func:`reduce_flat` instead works on
+*slices*: flat 1-d stretches of at most :func:`slice_size` elements of the whole group, so the
+element-wise expressions and the dot products run once per slice, whatever the number of tensors:
+
+* a tensor of at least one slice is cut into views of itself (no copy);
+* smaller tensors are packed together into a reusable scratch buffer per column with one
+  multi-tensor copy (``torch._foreach_copy_``, one launch per list) into views made once per
+  layout; the scratch is reused slice after slice (stream order keeps that safe), so it costs one
+  slice of memory per column, not a copy of the model.
+
+The slice is :data:`CHUNK` elements on a CPU (element-wise temporaries stay in cache and are
+recycled by the allocator) and :data:`DEVICE_CHUNK` on an accelerator, grown so that a group
+never has more than :data:`MAX_SLICES` slices (up to :data:`MAX_CHUNK` elements). The number
+of device operations per group is therefore bounded by a constant times
+``1 + n_elements / MAX_CHUNK``; it never depends on how the elements are split into tensors.
+
+Accuracy. Each slice's sum is one BLAS dot product (:func:`chunk_dot`) in the operands' dtype;
+the slices' dots are converted to float64 and added there. The element-wise values are those of
+a per-tensor computation, so only the order of the additions changes: float64 state is exact to
+rounding, float32 state has an error of order ``eps_32 log2(slice) |a| |b|`` (pairwise/BLAS
+summation), below the float32 rounding of the state itself; bf16/fp16 operands are promoted to
+float32 before the dot.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, ClassVar
+
+__all__ = ["CHUNK", "DEVICE_CHUNK", "MAX_CHUNK", "MAX_SLICES", "chunk_dot", "reduce_flat", "slice_size"]
+
+#: slice length on a CPU: large enough that dispatch is small next to the work, small enough
+#: that element-wise temporaries (1 MiB in float32) stay in cache and are recycled by the
+#: allocator instead of being mapped fresh on every step. Measured on the 784-512-512-10
+#: benchmark (2 cores): 2^16 -> 0.53 ms, 2^17 -> 0.39 ms, 2^18 -> 0.29 ms, 2^20 -> 1.6 ms per reduce
+CHUNK = 1 << 18
+#: slice length on an accelerator (its allocator caches blocks; one launch per slice and sum)
+DEVICE_CHUNK = 1 << 24
+#: at most this many slices per group and device/dtype: the slice grows with the group
+MAX_SLICES = 8
+#: ... but never beyond this many elements (bounds the scratch memory: one slice per column)
+MAX_CHUNK = 1 << 26
+
+
+def slice_size(device: Any, n_elements: int) -> int:
+    """Elements per slice for a run of ``n_elements`` on ``device``: :data:`CHUNK` (CPU) or
+    :data:`DEVICE_CHUNK`, raised to ``ceil(n_elements / MAX_SLICES)``, capped at :data:`MAX_CHUNK`."""
+    base = CHUNK if getattr(device, "type", device) == "cpu" else DEVICE_CHUNK
+    return max(base, min(MAX_CHUNK, -(-n_elements // MAX_SLICES)))
+
+
+def chunk_dot(a: Any, b: Any) -> Any:
+    """``sum(a * b)`` in one BLAS pass (``torch.dot``) without temporaries, as a 0-d tensor.
+
+    Both operands are promoted to a common floating dtype first if they differ, and to float32
+    if that is a 16-bit one (bf16/fp16 sums would round to 8 or 11 bits).
+    """
+    import torch
+
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if not dtype.is_floating_point or dtype.itemsize < 4:
+        dtype = torch.float32 if dtype.itemsize <= 4 else torch.float64
+    if a.dtype != dtype:
+        a = a.to(dtype)
+    if b.dtype != dtype:
+        b = a if b is a else b.to(dtype)
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def reduce_flat(
+    rows: Sequence[tuple[Any, ...]],
+    products: Callable[..., dict[str, tuple[Any, ...]]],
+    names: Sequence[str],
+    like: Any,
+    sources: dict[str, tuple[str, float]] | None = None,
+    keys: Sequence[Hashable] | None = None,
+) -> Any:
+    """A mapping's sums over a parameter group, computed on flat slices of the whole group.
+
+    ``rows`` holds one tuple of tensors per parameter (``None`` where a tensor is not needed,
+    then in every row). The group is cut into slices (module docstring) separately for each
+    device, dtype and ``keys[i]`` (Adam's step count). ``products(key, *columns)`` evaluates the
+    mapping's element-wise formulas on one slice and returns the named pairs
+    ``{product: (a, b)}`` or ``{product: (a, b, weight)}`` to sum (a slice may omit a product;
+    ``weight`` is a Python factor, e.g. a bias correction of that step count).
+
+    Sum ``name`` is ``w * sum(a * b)`` of product ``p`` where ``sources[name] = (p, w)``, else the
+    sum of the product called ``name``, else 0. Returns them in the order of ``names`` as one
+    float64 tensor on the device of the first slice (``like``'s if there is none), without a host
+    sync: all dots are stacked, converted to float64 once and scattered into the result with one
+    ``index_add_``. The columns may be views of optimizer state or scratch: ``products`` must
+    never write to them.
+    """
+    import torch
+
+    index = {name: i for i, name in enumerate(names)}
+    dest: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        product, weight = (sources or {}).get(name, (name, 1.0))
+        dest.setdefault(product, []).append((index[name], weight))
+    dots: list[Any] = []
+    plan: list[tuple[int, int, float]] = []  # (dot, sum, weight)
+    with torch.no_grad():
+        for key, cols in _slices(rows, keys):
+            for product, pair in products(key, *cols).items():
+                targets = dest.get(product)
+                if not targets:
+                    continue
+                w = pair[2] if len(pair) == 3 else 1.0
+                plan += [(len(dots), i, v * w) for i, v in targets]
+                dots.append(chunk_dot(pair[0], pair[1]))
+        f64 = torch.float64
+        if not dots:
+            return torch.zeros(len(names), dtype=f64, device=like.device)
+        device = dots[0].device
+        try:
+            values = torch.stack(dots).to(f64)
+        except RuntimeError:  # a group spread over devices
+            values = torch.stack([d.to(device) for d in dots]).to(f64)
+        src, dst, weight = _scatter_plan(tuple(plan), str(device))
+        # index_add, not a weight matrix: 0 * inf would turn an infinite sum into NaN
+        out = torch.zeros(len(names), dtype=f64, device=device)
+        return out.index_add_(0, dst, values.index_select(0, src) * weight)
+
+
+@functools.lru_cache(maxsize=256)
+def _scatter_plan(plan: tuple[tuple[int, int, float], ...], device: str) -> tuple[Any, Any, Any]:
+    """The gather/scatter indices and weights of :func:`reduce_flat`, built once per layout."""
+    import torch
+
+    src, dst, weight = zip(*plan, strict=True)
+    return (
+        torch.tensor(src, device=device),
+        torch.tensor(dst, device=device),
+        torch.tensor(weight, dtype=torch.float64, device=device),
+    )
+
+
+class _Scratch:
+    """A reusable flat buffer per (device, dtype, column) and its views for each packed layout."""
+
+    buffers: ClassVar[dict[tuple[Any, ...], Any]] = {}
+    views: ClassVar[dict[tuple[Any, ...], tuple[Any, list[Any]]]] = {}
+
+    @classmethod
+    def views_for(
+        cls, device: Any, dtype: Any, column: int, shapes: tuple[Any, ...], size: int
+    ) -> tuple[Any, list[Any]]:
+        """``(flat, views)``: the packed region of the scratch and one view per shape into it."""
+        import torch
+
+        key = (device, dtype, column, shapes)
+        found = cls.views.get(key)
+        if found is not None:
+            return found
+        bkey = (device, dtype, column)
+        buf = cls.buffers.get(bkey)
+        if buf is None or buf.numel() < size:
+            buf = torch.empty(size, dtype=dtype, device=device)
+            cls.buffers[bkey] = buf
+            # views into the replaced buffer would keep it alive: forget them
+            cls.views = {k: v for k, v in cls.views.items() if k[:3] != bkey}
+        if len(cls.views) > 64:  # layouts come and go (parameters frozen, groups changed)
+            cls.views.clear()
+        views, start = [], 0
+        for shape in shapes:
+            n = math.prod(shape)
+            views.append(buf[start : start + n].view(shape))
+            start += n
+        found = (buf[:start], views)
+        cls.views[key] = found
+        return found
+
+
+def _pack(run: list[tuple[Any, ...]], size: int) -> list[Any]:
+    """The columns of several small tensors' rows as flat tensors: one ``_foreach_copy_`` per
+    column into the scratch (a single row is flattened in place instead)."""
+    import torch
+
+    if len(run) == 1:
+        return [None if t is None else t.reshape(-1) for t in run[0]]
+    out: list[Any] = []
+    for c, first in enumerate(run[0]):
+        if first is None:
+            out.append(None)
+            continue
+        srcs = [row[c] for row in run]
+        shapes = tuple(tuple(t.shape) for t in srcs)
+        flat, views = _Scratch.views_for(first.device, first.dtype, c, shapes, size)
+        torch._foreach_copy_(views, srcs)
+        out.append(flat)
+    return out
+
+
+def _slices(
+    rows: Sequence[tuple[Any, ...]], keys: Sequence[Hashable] | None
+) -> Iterator[tuple[Hashable, list[Any]]]:
+    """``(key, columns)`` for each slice of the group (module docstring), per device, dtype and key."""
+    runs: dict[tuple[Any, Any, Hashable], list[tuple[Any, ...]]] = {}
+    for i, row in enumerate(rows):
+        first = next(t for t in row if t is not None)
+        dtypes = tuple(None if t is None else t.dtype for t in row)
+        runs.setdefault((first.device, dtypes, None if keys is None else keys[i]), []).append(row)
+    for (device, _, key), run in runs.items():
+        sizes = [next(t for t in row if t is not None).numel() for row in run]
+        size = slice_size(device, sum(sizes))
+        pending: list[tuple[Any, ...]] = []
+        filled = 0
+        for row, n in zip(run, sizes, strict=True):
+            if n >= size:  # a large tensor: slices that are views of it
+                flat = [None if t is None else t.reshape(-1) for t in row]
+                for start in range(0, n, size):
+                    yield key, [None if t is None else t[start : start + size] for t in flat]
+                continue
+            if pending and filled + n > size:
+                yield key, _pack(pending, size)
+                pending, filled = [], 0
+            pending.append(row)
+            filled += n
+        if pending:
+            yield key, _pack(pending, size)
