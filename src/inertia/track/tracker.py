@@ -247,7 +247,7 @@ class InertiaTracker:
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
-        self.fresh = len(local.state) == 0 if fresh is None else fresh
+        self.fresh = not self.mapping.has_stepped(local) if fresh is None else fresh  # issue 9
         self.stopped = False
         # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
         self.status = "running"
