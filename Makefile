@@ -38,15 +38,17 @@ typecheck: $(STAMP)
 # hand-written loop of each backend and dtype, diffrax and torchsde (3 fresh processes per variant:
 # most of an hour on 2 cores; `--only` picks a subset), one long path against diffrax (~5 min),
 # energy error per gradient against scipy and diffrax (~2 min), the scaling table (~3 min), and
-# B1 on a GPU (skips without CUDA).
+# B1 on a GPU (skips without CUDA), and energy restarts and FIRE against tuned baselines (~30 min).
 bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/python benchmarks/tracker_overhead.py --out runs/bench/tracker_overhead.json
+	$(BIN)/python benchmarks/curvature.py --out runs/bench/curvature.json
 	$(BIN)/python benchmarks/ensemble_b1.py --out runs/bench/ensemble_b1.json
 	$(BIN)/python benchmarks/single_path.py --out runs/bench/single_path.json
 	$(BIN)/python benchmarks/accuracy.py --out runs/bench/accuracy.json --out-dir runs/bench --plot runs/bench/accuracy.png
 	$(BIN)/python benchmarks/scaling.py --out runs/bench/scaling.json
 	$(BIN)/python benchmarks/ensemble_gpu.py --out runs/bench/ensemble_gpu.json
+	$(BIN)/python benchmarks/optimizers.py --out runs/bench/optimizers.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

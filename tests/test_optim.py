@@ -621,3 +621,72 @@ def test_fire_state_dict_groups_and_validation() -> None:
         FIRE([a], lr=0.1, alpha_start=2.0)
     with pytest.raises(ValueError, match=r"`f_alpha` must be > 0, got 0\.0"):
         FIRE([a], lr=0.1, f_alpha=0.0)
+
+
+# ---------------------------------------------------------------------------------- with the tracker
+
+
+@pytest.mark.parametrize(
+    ("name", "rule", "every"),
+    [
+        ("heavy_ball", "gradient", 1),
+        ("dampening_wd", "gradient", 1),
+        ("nesterov_foreach", "gradient", 1),
+        ("adamw", "gradient", 1),
+        ("rmsprop_centered_wd", "speed", 1),
+        ("adam", "function", 1),
+        ("heavy_ball", "gradient", 2),
+        ("adam", "gradient", 3),
+    ],
+)
+def test_tracker_books_each_restart_and_the_ledger_closes(name: str, rule: str, every: int) -> None:
+    from inertia.track import InertiaTracker
+
+    cls, kwargs = OPTIMIZERS[name]
+    problem = Problem(seed=1)
+    params = problem.params()
+    wrapped = EnergyRestart(cls(params, **kwargs), rule=rule)
+    tracker = InertiaTracker(wrapped, every=every)
+    assert tracker.optimizer is wrapped.optimizer
+    thetas = [flat(params)]
+    for _ in range(120):
+        wrapped.zero_grad()
+        loss = problem.loss(params)
+        loss.backward()
+        wrapped.step(loss=loss.detach())
+        tracker.record(loss)
+        thetas.append(flat(params))
+    tracker.close()
+    hist = tracker.history.set_index("step")
+    ledger = hist.iloc[1:]
+    terms = ["schedule", "metric", "friction", "numerical", "decay", "curvature", "restart"]
+    scale = ledger[terms].abs().max(axis=1).combine(ledger["inertia"].abs(), max)
+    assert (ledger["residual"].abs() / scale).max() < 1e-11
+    booked = [k for k in ledger.index if ledger.loc[k, "restart"] != 0.0]
+    expected = [k + 1 for k in wrapped.restarts if (k + 1) % every == 0 and k + 1 < 120]
+    assert booked == expected and len(booked) >= 2
+    assert (ledger.loc[booked, "kinetic"] == 0.0).all()
+    # without the restart term the ledger would not close: the column carries real energy
+    assert (ledger.loc[booked, "restart"].abs() / scale[booked]).max() > 1e-2
+    if name == "heavy_ball":  # K_{k+1} = |theta_{k+1} - theta_k|^2 / (2 lr), from the displacement
+        lr = kwargs["lr"]
+        removed = [float(np.sum((thetas[k] - thetas[k - 1]) ** 2)) / (2 * lr) for k in booked]
+        np.testing.assert_allclose(-ledger.loc[booked, "restart"], removed, rtol=1e-10)
+    assert not wrapped._restart_hooks  # close() removed the tracker's hook
+
+
+def test_tracker_without_restarts_books_zero() -> None:
+    from inertia.track import InertiaTracker
+
+    problem = Problem(seed=1)
+    params = problem.params()
+    opt = torch.optim.SGD(params, lr=0.004, momentum=0.95)
+    tracker = InertiaTracker(opt)
+    for _ in range(20):
+        opt.zero_grad()
+        loss = problem.loss(params)
+        loss.backward()
+        opt.step()
+        tracker.record(loss)
+    hist = tracker.history
+    assert math.isnan(hist["restart"].iloc[0]) and (hist["restart"].iloc[1:] == 0.0).all()

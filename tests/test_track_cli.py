@@ -19,7 +19,7 @@ from inertia import plots
 from inertia.cli import main
 from inertia.runs import read_history, read_manifest, read_rows, read_table
 from inertia.track import COLUMNS, DivergenceWarning, InertiaTracker, NonFiniteError, RunLog
-from inertia.track.train import TrackConfig, run_track
+from inertia.track_run import TrackConfig, run_track
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("energies", "ledger", "residual")

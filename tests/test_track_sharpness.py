@@ -268,3 +268,26 @@ def test_preconditioned_matches_curvature_module() -> None:
     step()
     assert tracker.rows[3]["sharpness"] == pytest.approx(float(ref[0]), rel=1e-6)
     assert abs(plain[0] - ref[0]) > 1e-2 * abs(ref[0])  # power control
+
+
+def test_cli_track_sharpness_every(tmp_path: object) -> None:
+    """``inertia track --sharpness-every N`` writes the columns, the figure and the section."""
+    import contextlib
+    import io
+
+    from inertia.cli import main
+    from inertia.runs import read_history
+    from inertia.track_run import TrackConfig
+
+    out = tmp_path / "run"  # type: ignore[operator]
+    argv = ["track", "--epochs", "1", "--batch-size", "256", "--sharpness-every", "2", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main([*argv, "--no-progress"]) == 0
+    hist = read_history(out)
+    assert set(SHARPNESS_COLUMNS) <= set(hist.columns)
+    sharp = hist.dropna(subset=["sharpness"])
+    assert list(sharp["step"]) == [s for s in hist["step"] if s and s % 2 == 0]
+    assert (sharp["n_hvp"] > 0).all() and np.allclose(hist["threshold"], 2 * 1.9 / 0.05)
+    assert (out / "sharpness.png").is_file() and 'id="sharpness"' in (out / "report.html").read_text()
+    with pytest.raises(ValueError, match="`sharpness_every` must be a multiple of `every` \\(2\\), got 3"):
+        TrackConfig(every=2, sharpness_every=3)

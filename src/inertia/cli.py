@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run every regime, draw theory over simulation, write a run directory",
         description="Run the demo scenarios (frictionless, damped, heating, Langevin, a real "
-        "network, integrators) and write manifest.json, CSV tables, PNG figures "
+        "network, integrators, energy restarts) and write manifest.json, CSV tables, PNG figures "
         "and report.html into a new run directory.",
     )
     demo.add_argument(
@@ -166,6 +166,15 @@ def _track_parser(sub: Any) -> None:
         "batch after its step to separate noise from curvature (default cheap)",
     )
     track.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default 1)")
+    track.add_argument(
+        "--sharpness-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="every N steps (a multiple of --every) add the top Hessian eigenvalue of the batch loss "
+        "(preconditioned for adam/adamw/rmsprop), its stability threshold and their ratio to the rows "
+        "(Lanczos on Hessian-vector products; default off)",
+    )
     track.add_argument(
         "--scheduler",
         choices=("none", "step", "cosine"),
@@ -288,7 +297,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from inertia.runs import create_run
 
     try:
-        from inertia.track.train import TrackConfig, run_track
+        from inertia.track_run import TrackConfig, run_track
     except ImportError as exc:
         print(f"inertia track: error: needs torch and scikit-learn ({exc})", file=sys.stderr)
         return 2
@@ -304,6 +313,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             activation=args.activation,
             mode=args.mode,
             every=args.every,
+            sharpness_every=args.sharpness_every,
             scheduler=args.scheduler,
             nan_policy=args.nan_policy,
             seed=args.seed,

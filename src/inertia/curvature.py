@@ -682,7 +682,9 @@ def lanczos(
             raise ValueError(f"`v0` must have {n} entries, got {v0.numel()}")
         q = v0 + 1e-3 * float(v0.norm()) * q  # a little of every direction
         q = q / q.norm()
-    basis = [q]
+    # the Lanczos vectors as rows of one matrix, grown by doubling (no per-step copy of all)
+    basis = torch.empty((min(16, n + 1), n), dtype=dtype, device=q.device)
+    basis[0] = q
     alphas: list[float] = []
     betas: list[float] = []
     w_prev_beta = 0.0
@@ -693,18 +695,17 @@ def lanczos(
     m = 0
     scale = 0.0
     for m in range(1, max_iter + 1):
-        w = matvec(basis[-1])
-        alpha = float(torch.dot(w, basis[-1]))
-        w = w - alpha * basis[-1]
-        if len(basis) > 1:
-            w = w - w_prev_beta * basis[-2]
-        q_mat = torch.stack(basis)
+        w = matvec(basis[m - 1])
+        alpha = float(torch.dot(w, basis[m - 1]))
+        w = w - alpha * basis[m - 1]
+        if m > 1:
+            w = w - w_prev_beta * basis[m - 2]
+        q_mat = basis[:m]
         for _ in range(2):
             w = w - q_mat.T @ (q_mat @ w)
         beta = float(w.norm())
         alphas.append(alpha)
-        t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-        ritz, s = np.linalg.eigh(t)
+        ritz, s = _tridiagonal_eigh(alphas, betas)
         order = np.argsort(ritz)[::-1][:k]
         values, vecs = ritz[order], s[:, order]
         res = np.abs(beta * s[-1, order])
@@ -718,7 +719,11 @@ def lanczos(
             break
         betas.append(beta)
         w_prev_beta = beta
-        basis.append(w / beta)
+        if m == basis.shape[0]:
+            grown = torch.empty((min(2 * m, n + 1), n), dtype=dtype, device=q.device)
+            grown[:m] = basis
+            basis = grown
+        basis[m] = w / beta
     if len(values) < k:
         raise ValueError(
             f"the operator has only {len(values)} dimensions reachable from the start; `k` = {k}"
@@ -730,9 +735,19 @@ def lanczos(
             RuntimeWarning,
             stacklevel=3,
         )
-    q_mat = torch.stack(basis[: vecs.shape[0]])
+    q_mat = basis[: vecs.shape[0]]
     vectors = torch.as_tensor(vecs.T.copy(), dtype=dtype, device=q_mat.device) @ q_mat
     return Spectrum(values=values.copy(), residuals=res, n_iter=m, converged=converged, vectors=vectors)
+
+
+def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigen-decomposition of the Lanczos tridiagonal (LAPACK ``stemr`` through SciPy: a dense
+    ``numpy.linalg.eigh`` of this tiny matrix costs ~30 ms on a loaded multi-threaded BLAS)."""
+    from scipy.linalg import eigh_tridiagonal
+
+    if len(alphas) == 1:
+        return np.array(alphas, dtype=np.float64), np.ones((1, 1))
+    return eigh_tridiagonal(np.asarray(alphas, dtype=np.float64), np.asarray(betas, dtype=np.float64))
 
 
 def power_iteration(

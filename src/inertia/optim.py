@@ -43,12 +43,15 @@ Where they provably help, and where they are heuristics:
   the slow modes are underdamped: their energy falls like ``mu^k`` (about ``1 - sqrt(eta lam_min)``
   per step at best) but oscillates, and the motion spends half of each period climbing. Zeroing
   ``v`` when the power turns negative stops the climb at the turning point of the dominant mode;
-  O'Donoghue & Candes prove that restarting Nesterov's method every ``k* ~ e sqrt(8 kappa)``
-  steps recovers the optimal rate ``1 - O(1 / sqrt(kappa))`` for a strongly convex ``f`` of
-  condition number ``kappa``, and show (analysis for quadratics near the optimum, plus
-  experiments) that the adaptive gradient and function rules find such an interval without
-  knowing ``kappa``. Su, Boyd & Candes prove a linear rate ``exp(-c t sqrt(mu_sc / L))`` for the
-  ODE ``x'' + 3/t x' + grad f = 0`` with speed restart on strongly convex ``f``.
+  O'Donoghue & Candes prove that restarting Nesterov's method at a fixed interval of order
+  ``sqrt(kappa)`` steps recovers the optimal linear rate ``1 - O(1 / sqrt(kappa))`` for a
+  strongly convex ``f`` of condition number ``kappa``, and show (an analysis for quadratics
+  near the optimum, plus experiments) that the adaptive gradient and function rules find such
+  an interval without knowing ``kappa``. Su, Boyd & Candes prove linear convergence, at the
+  accelerated order, of the ODE ``x'' + 3/t x' + grad f = 0`` with speed restart on strongly
+  convex ``f``. Measured here (the demo's section g, ``kappa = 1e3``, ``mu = 0.99``): plain heavy
+  ball needs 1141 steps to ``I < 1e-5 I(0)``, the gradient restart 269, heavy ball tuned with
+  ``kappa`` 167.
 - *Always true, from the ledger.* A restart never increases ``I`` (it removes ``K >= 0``); the
   gradient rule restarts exactly when the force does negative work, ``<G_k, dtheta_k> > 0``.
   Between restarts the usual ledger holds term by term.

@@ -17,6 +17,9 @@ DataFrame or a mapping of column name to 1-D array. The columns each function re
   ``residual_theory``.
 * :func:`drift` -- ``t, inertia`` (or ``abs_error``) and optional ``abs_error_theory``.
 * :func:`convergence` -- ``dt, error``.
+* :func:`restarts` -- ``step, kinetic, inertia`` and optional ``restart`` per run.
+* :func:`sharpness` -- ``step, sharpness, update_curvature, threshold, potential, curvature,
+  curvature_quadratic`` per run (``InertiaTracker(..., sharpness_every=n)``).
 * :func:`training_energies`, :func:`training_ledger`, :func:`training_residual` -- the rows of a
   tracked training run (:data:`inertia.track.COLUMNS`: ``step, kinetic, potential, inertia,
   delta_inertia``, the ledger terms of :data:`LEDGER_TERMS`, ``residual``, ``finite``), e.g.
@@ -47,6 +50,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from inertia.ledger import TERMS
 from inertia.simulate import Trajectory
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "ensemble",
     "ledger",
     "png_bytes",
+    "restarts",
     "save",
     "training_energies",
     "training_ledger",
@@ -87,8 +92,10 @@ THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black
 
 _REF_OFFSET = 0.3
 
-#: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
-LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+#: The ledger terms of a tracked step, in the order they are stacked (:data:`inertia.ledger.TERMS`).
+LEDGER_TERMS = TERMS
+#: Ledger terms that only some runs have (``restart``: with :class:`inertia.optim.EnergyRestart`).
+_OPTIONAL_TERMS = ("restart",)
 #: One colour per ledger term.
 LEDGER_COLORS = {
     "friction": "tab:purple",
@@ -98,6 +105,7 @@ LEDGER_COLORS = {
     "schedule": "tab:olive",
     "metric": "tab:pink",
     "decay": "tab:brown",
+    "restart": "tab:gray",
 }
 _NONFINITE = {"color": "crimson", "marker": "v", "markersize": 6, "linestyle": "none", "zorder": 7}
 _EPOCH = {"color": "0.55", "linestyle": "--", "linewidth": 0.6, "alpha": 0.7, "zorder": 0}
@@ -636,6 +644,48 @@ def training_energies(
     return _finish(fig, title)
 
 
+def restarts(panels: Mapping[str, Any], *, title: str | None = None, floor: float = 1e-16) -> Figure:
+    """Inertia of tracked runs relative to its start, against ``step`` (log), restarts marked.
+
+    One line per run of ``I / I(0)``; a dot on it at each row whose ``restart`` column is
+    nonzero (the kinetic energy a momentum restart of :class:`inertia.optim.EnergyRestart`
+    removed before that row). Below: ``K / I(0)``, which a restart sets to zero. Values below
+    ``floor`` are cut off (the runs are compared on their way down, not at rounding level).
+
+    Args:
+        panels: run name -> rows with ``step, kinetic, inertia`` and optional ``restart``.
+        title: figure title.
+        floor: the lower limit of both axes.
+    """
+    runs = _panels(panels, "restarts")
+    fig, axes = _figure(2, 1, width=9.0, height=2.9, sharex="col")
+    top, bottom = axes[0, 0], axes[1, 0]
+    for i, (name, data) in enumerate(runs):
+        cols = _history(data, "restarts", ("step", "kinetic", "inertia"))
+        color = _CYCLE[i % len(_CYCLE)]
+        step = cols["step"]
+        scale = cols["inertia"][0] if len(step) and cols["inertia"][0] > 0 else 1.0
+        inertia, kin = cols["inertia"] / scale, cols["kinetic"] / scale
+        shown = np.isfinite(inertia) & (inertia > floor)
+        top.semilogy(step[shown], inertia[shown], color=color, linewidth=1.4, label=name)
+        pos = np.isfinite(kin) & (kin > floor)
+        bottom.semilogy(step[pos], kin[pos], color=color, linewidth=1.0, alpha=0.8)
+        if "restart" in cols:
+            booked = np.isfinite(cols["restart"]) & (cols["restart"] != 0.0)
+            at = shown & booked
+            if np.any(at):
+                label = f"restarts of {name} ({int(np.sum(booked))})"
+                top.plot(step[at], inertia[at], "o", color="black", markersize=2.2, label=label, zorder=3)
+    top.set_ylabel("I / I(0) (log)")
+    bottom.set_ylabel("K / I(0) (log)")
+    bottom.set_xlabel("step")
+    for ax in (top, bottom):
+        ax.set_ylim(bottom=floor)
+        ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
+    return _finish(fig, title)
+
+
 def _lr_gamma(ax: Any, cols: Mapping[str, np.ndarray], step: np.ndarray, size: int) -> None:
     """``lr`` on ``ax`` and ``gamma`` on a twin axis at the right (log scales over two decades)."""
     drew = False
@@ -716,7 +766,8 @@ def training_ledger(
     step = cols["step"][keep]
     finite = cols["finite"][keep]
     measured = [t for t in LEDGER_TERMS if t in cols and np.any(np.isfinite(cols[t][keep]) & finite)]
-    missing = [t for t in LEDGER_TERMS if t not in measured]
+    # the restart term exists only for runs that restart (issue 14): absent, it is not missing
+    missing = [t for t in LEDGER_TERMS if t not in measured and (t in cols or t not in _OPTIONAL_TERMS)]
     # a finite row's NaN term is "not defined there" (0 in a sum); a non-finite row books nothing
     terms = {t: np.where(finite, np.nan_to_num(cols[t][keep], nan=0.0), np.nan) for t in measured}
     delta = np.where(finite, cols["delta_inertia"][keep], np.nan)
@@ -724,6 +775,7 @@ def training_ledger(
     # cumulative (terms that are exactly zero in every row are named, not drawn)
     zero = [t for t, v in terms.items() if not np.any(np.nan_to_num(v, nan=0.0))]
     cum = {t: np.cumsum(np.nan_to_num(v, nan=0.0)) for t, v in terms.items() if t not in zero}
+    zero = [t for t in zero if t not in _OPTIONAL_TERMS]  # no restarts: nothing to say
     for t, c in cum.items():
         cum_ax.plot(step, c, color=LEDGER_COLORS[t], linewidth=1.5, label=t)
     drawn = list(cum.values())
@@ -865,6 +917,84 @@ def training_residual(history: Any, *, max_points: int = 400, title: str | None 
     _mark_nonfinite([top, bottom], cols)
     for ax in (top, bottom):
         ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
+    return _finish(fig, title)
+
+
+def sharpness(panels: Mapping[str, Any], *, title: str | None = None) -> Figure:
+    """Sharpness against the stability threshold, one column per tracked run (issue 12).
+
+    Top (log): ``sharpness`` (dots, the rows where it was measured), ``update_curvature`` (line;
+    non-positive values are not drawn) and ``threshold`` (dashed). Bottom (log): the loss
+    ``potential``, the ledger's curvature work ``|curvature|`` and ``|curvature_quadratic|``
+    (``1/2 dtheta^T H dtheta``, dots). Columns from ``InertiaTracker(..., sharpness_every=n)``
+    (:data:`inertia.track.SHARPNESS_COLUMNS`).
+
+    Args:
+        panels: run name -> rows with ``step, sharpness, update_curvature, threshold, potential,
+            curvature, curvature_quadratic``.
+        title: figure title.
+    """
+    runs = _panels(panels, "sharpness")
+    fig, axes = _figure(2, len(runs), width=4.4, height=3.0, sharex="col", min_width=9.0)
+    needed = (
+        "step",
+        "sharpness",
+        "update_curvature",
+        "threshold",
+        "potential",
+        "curvature",
+        "curvature_quadratic",
+    )
+    for j, (name, data) in enumerate(runs):
+        cols = _history(data, "sharpness", needed)
+        top, bottom = axes[0, j], axes[1, j]
+        step = cols["step"]
+        uc = cols["update_curvature"]
+        ok = np.isfinite(uc) & (uc > 0)
+        top.semilogy(
+            step[ok],
+            uc[ok],
+            color="tab:orange",
+            linewidth=0.8,
+            alpha=0.8,
+            label="update curvature 2B/|dtheta|_P^2",
+        )
+        at = np.isfinite(cols["sharpness"])
+        top.semilogy(
+            step[at],
+            cols["sharpness"][at],
+            "o-",
+            color="tab:blue",
+            markersize=2.5,
+            linewidth=1.0,
+            label="sharpness (Lanczos)",
+        )
+        top.plot(step, cols["threshold"], **{**_THEORY, "label": "stability threshold"})
+        top.set_title(name, fontsize=10)
+        loss = cols["potential"]
+        bottom.semilogy(
+            step, np.where(loss > 0, loss, np.nan), color="tab:green", linewidth=1.2, label="loss V"
+        )
+        b = np.abs(cols["curvature"])
+        bottom.semilogy(
+            step,
+            np.where(b > 0, b, np.nan),
+            color="tab:orange",
+            linewidth=0.8,
+            alpha=0.8,
+            label="|curvature work B|",
+        )
+        q = np.abs(cols["curvature_quadratic"])
+        atq = np.isfinite(q) & (q > 0)
+        bottom.semilogy(
+            step[atq], q[atq], "o", color="black", markersize=2.2, label="|1/2 dtheta^T H dtheta|"
+        )
+        bottom.set_xlabel("step")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("curvature")
+    axes[1, 0].set_ylabel("loss, curvature work")
     _shared_legend(fig, axes)
     return _finish(fig, title)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from inertia._process import run_status
+from inertia.ledger import TERMS
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -230,7 +231,7 @@ def write_report(
 
 #: The figures of a tracked run's report (``<name>.png``).
 TRACK_FIGURES = ("energies", "ledger", "residual")
-_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay")
+_LEDGER = TERMS  # the ledger's terms, in their one order (inertia.ledger)
 
 
 def _fmt(x: Any) -> str:
@@ -375,6 +376,24 @@ the terms do not explain. Every figure and table here is drawn from the run's ro
 (history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
 
 
+#: issue 12: the section of a run tracked with ``sharpness_every``
+_SHARPNESS_SECTION = Section(
+    "sharpness",
+    "Sharpness and the edge of stability",
+    law="stable iff sharpness < threshold:  2/eta (SGD), 2(1 + mu)/eta (heavy ball), "
+    "(2 + 2 beta1)/((1 - beta1) eta) (Adam, preconditioned);  update curvature = 2 B / dtheta^T P dtheta",
+    text="""Top: the top eigenvalue of the Hessian of the step's batch loss (dots, every
+    sharpness_every steps; for Adam, AdamW and RMSprop of the preconditioned Hessian
+    P^-1/2 H P^-1/2) against the optimizer's stability threshold at its current learning rate
+    (dashed), and on every row the ledger's free curvature along the update, 2 B / dtheta^T P
+    dtheta (line; in cheap mode with minibatches it also carries the change of batch). A run
+    whose sharpness reaches the threshold trains at the edge of stability; the tracker warned
+    once when the ratio first reached warn_ratio. Bottom: the loss, the ledger's curvature work
+    |B| and 1/2 dtheta^T H dtheta (dots) measured beside it.""",
+    figures=("sharpness",),
+)
+
+
 def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
     sections = [
         Section(
@@ -499,6 +518,11 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
         "ledger": plots.training_ledger(history, steps_per_epoch=epoch),
         "residual": plots.training_residual(history, title="Residual of the ledger"),
     }
+    has_sharpness = "sharpness" in history.columns  # issue 12: rows of sharpness_every
+    if has_sharpness:
+        figures["sharpness"] = plots.sharpness(
+            {run.name: history}, title="Sharpness against the optimizer's stability threshold"
+        )
     for name, fig in figures.items():
         plots.save(fig, run / f"{name}.png", overwrite=True)
     for name, table in (
@@ -533,4 +557,6 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
     sections = _track_sections((run / "metrics.csv").is_file(), _dtype(manifest))
+    if has_sharpness:
+        sections.append(_SHARPNESS_SECTION)
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

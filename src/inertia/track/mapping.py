@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from inertia.ledger import StepTerms
+
 __all__ = [
     "MAPPINGS",
     "Mapping",
@@ -45,33 +47,6 @@ __all__ = [
     "mapping_for",
     "register_mapping",
 ]
-
-
-@dataclass(frozen=True)
-class StepTerms:
-    """One parameter group's part of the ledger of one optimizer step ``j`` (Python floats).
-
-    ``kinetic`` is ``K_{j+1}`` (the velocity that reached ``theta_{j+1}``); ``forward`` is that
-    momentum carried to the next step's scale without its learning rate, so that the next step's
-    rescaled old kinetic energy is ``K~_old = lr_{j+1} * forward`` (this is how schedules,
-    warm-ups from ``lr = 0`` and Adam's per-parameter bias corrections enter the ledger);
-    ``g_dtheta = <G_j, theta_{j+1} - theta_j>`` with ``G_j = grad V(theta_j)``;
-    ``reg_before``/``reg_after`` are ``wd/2 ||theta_j||^2`` and ``wd/2 ||theta_{j+1}||^2``.
-    """
-
-    kinetic: float
-    forward: float
-    schedule: float
-    metric: float
-    friction: float
-    numerical: float
-    decay: float
-    g_dtheta: float
-    reg_before: float
-    reg_after: float
-    lr: float
-    dt: float
-    momentum: float
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ Columns added to the tracker's rows (:data:`SHARPNESS_COLUMNS`):
   quadratic; in ``"exact"`` mode on the same batch). ``n_hvp`` counts the products used.
 
 When ``sharpness_ratio`` (or, in ``"exact"`` mode, ``update_curvature / threshold``) first reaches
-``warn_ratio``, a :class:`StabilityWarning` is issued once (and logged); later crossings are in
+``warn_ratio``, a :class:`StabilityWarning` is issued once (and logged at INFO); later crossings are in
 the history only.
 
 Cost: ``n_hvp`` Hessian-vector products every ``n`` steps (about 1.5 gradients each, measured
@@ -216,7 +216,7 @@ class SharpnessMonitor:
             "training is at or past the edge of stability; later crossings are only in the history "
             "(columns sharpness_ratio, update_curvature, threshold)"
         )
-        log.warning(msg)
+        log.info(msg)
         warnings.warn(msg, StabilityWarning, stacklevel=4)
 
     def columns(self, k: int, row: dict[str, Any], terms: list[StepTerms] | None, hps: Any) -> dict[str, Any]:

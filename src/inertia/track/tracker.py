@@ -19,6 +19,13 @@ the same row): ``schedule + metric + friction + numerical + decay + curvature + 
 computed on its own from optimizer state, gradients and losses (:mod:`inertia.track.mapping`);
 ``residual`` is the measured change minus their sum. Row 0 has no ledger (NaN).
 
+Restarts (issue 14). Given an :class:`inertia.optim.EnergyRestart` (any optimizer wrapper with
+``.optimizer`` and ``register_restart_hook``), the tracker tracks the wrapped optimizer; when the
+momentum is zeroed between step ``k - 1`` and step ``k``, row ``k`` reports the kinetic energy
+after the restart (``kinetic = 0``) and books what was removed, ``restart = -K_k`` (the energy of
+the velocity that reached ``theta_k``), so the ledger still closes; ``restart`` is 0 in every
+other row with a ledger.
+
 Modes. ``"cheap"`` (default): no extra forward pass; ``curvature`` is estimated from consecutive
 losses, ``V(theta_k) - V(theta_{k-1}) - <G, dtheta>``, so with minibatches it also carries the
 batch-to-batch noise and ``noise`` is NaN. ``"exact"``: ``record(loss, closure)`` re-evaluates the
@@ -27,9 +34,11 @@ loss and ``noise = V_next_batch(theta_k) - V_same_batch(theta_k)``. On a full-ba
 quadratic the residual is rounding error in both modes.
 
 Cost. The sums are taken right after ``optimizer.step()`` by an optimizer step hook, on the
-parameters' device, and brought to the host together with the losses in one transfer per
-recorded row (one all-reduce under ``torch.distributed``). With ``every = n`` only the two steps
-before each recorded row are summed.
+parameters' device, per parameter group in a number of device operations that does not grow with
+the number of parameter tensors (:mod:`inertia.track.reduce`). A recorded row stays on the device
+until a flush brings ``flush_every`` rows to the host in one transfer (one all-reduce under
+``torch.distributed``); on a CPU each row is flushed at once. With ``every = n`` only the two
+steps before each recorded row are summed. The row arithmetic is :func:`inertia.ledger.ledger_row`.
 
 Non-interference. Nothing the optimizer or model owns is written; the loss is detached (no
 graph is kept); the closure runs under ``torch.no_grad()`` with the RNG state restored.
@@ -37,6 +46,7 @@ graph is kept); the closure runs under ``torch.no_grad()`` with the RNG state re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -44,47 +54,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inertia.ledger import COLUMNS, StepTerms, ledger_row
 from inertia.track.distributed import (
     LAYOUTS,
     check_layout,
     detect_layout,
     local_view,
     pack_hparams,
-    reduce_vector,
+    reduce_rows,
     unpack_hparams,
 )
 from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
-from inertia.track.mapping import PreStep, StepTerms, mapping_for
+from inertia.track.mapping import PreStep, mapping_for
 from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 
 log = logging.getLogger(__name__)
 
-#: the columns of :attr:`InertiaTracker.history`, in order
-COLUMNS = (
-    "step",
-    "lr",
-    "dt",
-    "gamma",
-    "kinetic",
-    "potential",
-    "inertia",
-    "delta_inertia",
-    "friction",
-    "numerical",
-    "curvature",
-    "noise",
-    "schedule",
-    "metric",
-    "decay",
-    "residual",
-    "finite",
-)
 _MODES = ("cheap", "exact")
 _DEFAULT_RULE = DivergenceRule()  # issue 9
 _POLICIES = ("raise", "flag", "stop")
-_LEDGER = ("schedule", "metric", "friction", "numerical", "decay")
+#: rows kept on the device between host reads when the parameters are on an accelerator
+DEVICE_FLUSH_EVERY = 32
 
 
 class NonFiniteError(FloatingPointError):
@@ -103,6 +95,19 @@ class Sink(Protocol):
 class _Hook:
     hps: list[dict[str, float]]
     sums: Any  # float64 tensor, all groups concatenated
+
+
+@dataclass
+class _Staged:
+    """A recorded row waiting on the device for the next flush."""
+
+    k: int
+    losses: Any  # float64 tensor: L_k (, L_{k-1} (, same-batch L_{k-1} at theta_k))
+    sums: Any  # float64 tensor: the hooks' sums of ``steps``, concatenated
+    steps: list[int]  # the optimizer steps whose sums travel with the row
+    hps: dict[int, list[dict[str, float]]]  # their groups' hyper-parameters
+    reuse: bool  # step k-2's terms come from the previous row (not transferred again)
+    restarted: frozenset[int] = frozenset()  # issue 14: of steps k-2, k-1, those followed by a restart
 
 
 def _as_scalar_tensor(name: str, value: Any) -> Any:
@@ -162,6 +167,12 @@ class InertiaTracker:
             before them; a multiple of ``every``). See :mod:`inertia.track.sharpness`.
         warn_ratio: a :class:`~inertia.track.StabilityWarning` once when the sharpness reaches
             this fraction of the stability threshold.
+        flush_every: recorded rows kept on the device before they are read to the host
+            together (one transfer, one all-reduce under ``torch.distributed``); ``None``: 1
+            when every parameter is on a CPU (each row at once, as before), else
+            :data:`DEVICE_FLUSH_EVERY`. Rows, sinks and the NaN policy act at each flush, at
+            :meth:`flush` and at :meth:`close`: a non-finite step is acted on up to
+            ``flush_every - 1`` rows late, and a killed run keeps the rows flushed so far.
         divergence: the rule that flags a blow-up that stays finite
             (:class:`~inertia.track.divergence.DivergenceRule`): the first recorded row that
             meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
@@ -194,6 +205,7 @@ class InertiaTracker:
         fresh: bool | None = None,
         sharpness_every: int | None = None,
         warn_ratio: float = 0.9,
+        flush_every: int | None = None,
         divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
         if mode not in _MODES:
@@ -202,8 +214,19 @@ class InertiaTracker:
             raise ValueError(f"`nan_policy` must be one of {_POLICIES}, got {nan_policy!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"`every` must be an integer >= 1, got {every!r}")
+        if flush_every is not None and (
+            isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
+        ):
+            raise ValueError(f"`flush_every` must be None or an integer >= 1, got {flush_every!r}")
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
+        # issue 14: a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
+        # is tracked through the optimizer it wraps; each restart is booked in the `restart` column
+        self._restarted: set[int] = set()  # the steps j after which the momentum was zeroed
+        self._restart_handle: Any = None
+        wrapper = None
+        if hasattr(optimizer, "register_restart_hook") and hasattr(optimizer, "optimizer"):
+            wrapper, optimizer = optimizer, optimizer.optimizer
         local = (
             getattr(optimizer, "optim", None)
             if type(optimizer).__name__ == ("ZeroRedundancyOptimizer")
@@ -226,6 +249,10 @@ class InertiaTracker:
         check_layout(self.layout, params, process_group)
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
+        if flush_every is None:  # a CPU has no device to wait for: today's row-by-row behaviour
+            on_cpu = all(p.device.type == "cpu" for p in params)
+            flush_every = 1 if on_cpu else DEVICE_FLUSH_EVERY
+        self.flush_every = flush_every
         self.sinks = list(sinks) if self._is_writer() else []
         for i, group in enumerate(local.param_groups):  # issue 9: a clear error, not sqrt's
             _check_lr(group.get("lr"), i, None)
@@ -266,9 +293,13 @@ class InertiaTracker:
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
+        self._staged: list[_Staged] = []  # recorded rows not yet flushed
+        self._terms_step: int | None = None  # the step whose terms the last staged row assembles
         import torch
 
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
+        if wrapper is not None:  # issue 14
+            self._restart_handle = wrapper.register_restart_hook(self._on_restart)
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
         # issue 12: sharpness beside the ledger (inertia.track.sharpness)
@@ -285,6 +316,12 @@ class InertiaTracker:
             return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
         except ImportError:  # pragma: no cover
             return True
+
+    def _on_restart(self, optimizer: Any, step: int) -> None:  # issue 14
+        # called between two steps: the momentum that reached theta_{n_steps} was zeroed
+        j = self._n_steps - 1
+        self._restarted = {s for s in self._restarted if s >= j - 2}
+        self._restarted.add(j)
 
     def _recorded(self, k: int) -> bool:
         return k % self.every == 0
@@ -389,7 +426,9 @@ class InertiaTracker:
                 state restored, and only when the next recorded row needs it.
 
         Returns:
-            The row of step ``k`` if it is recorded, else ``None``.
+            The row of step ``k`` if it is recorded and flushed by this call (always, with
+            ``flush_every=1``), else ``None``; rows flushed later appear in :attr:`rows`,
+            :attr:`history` and the sinks.
         """
         if self._closed:  # issue 9
             raise RuntimeError(
@@ -429,24 +468,55 @@ class InertiaTracker:
             del self._closures[old]
         if not self._recorded(k):
             return None
-        row = self._row(k)
-        if self._sharpness is not None:  # issue 12
-            hook = self._hooks.get(k - 1)
-            terms = self._assembled.get(k - 1)
-            row.update(self._sharpness.columns(k, row, terms, hook.hps if hook and terms else None))
-        self.rows.append(row)
-        for sink in self.sinks:
-            sink.write(row)
-        if self._divergence is not None and self._divergence.update(k, row["inertia"], row["finite"]):
-            self._on_diverging(k)  # issue 9
-        if not row["finite"]:
-            self._on_nonfinite(k)
-        return row
+        self._stage(k)
+        if len(self._staged) < self.flush_every:
+            return None
+        rows = self.flush()
+        return rows[-1] if rows and rows[-1]["step"] == k else None
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Bring the staged rows to the host and hand them on; returns them in order.
+
+        One device-to-host transfer for all of them (and, under ``torch.distributed``, one
+        all-reduce: call it on every rank). Each row goes to :attr:`rows` and the sinks, then
+        the NaN policy acts on it: with ``"raise"`` or ``"stop"`` the rows staged after the
+        first non-finite one are dropped. Called by :meth:`record` every ``flush_every`` rows
+        and by :meth:`close`.
+        """
+        if not self._staged:
+            return []
+        staged, self._staged = self._staged, []
+        vecs = reduce_rows([(e.losses, e.sums) for e in staged], self.layout, self.process_group)
+        out = []
+        for e, vec in zip(staged, vecs, strict=True):
+            row = self._row(e, vec)
+            if self._sharpness is not None:  # issue 12
+                terms = self._assembled.get(e.k - 1)
+                hps = e.hps.get(e.k - 1)
+                row.update(self._sharpness.columns(e.k, row, terms, hps if terms else None))
+            self.rows.append(row)
+            out.append(row)
+            for sink in self.sinks:
+                sink.write(row)
+            if self._divergence is not None and self._divergence.update(e.k, row["inertia"], row["finite"]):
+                self._on_diverging(e.k)  # issue 9
+            if not row["finite"]:
+                self._on_nonfinite(e.k)
+                if self.stopped:
+                    break
+        return out
 
     @property
     def history(self) -> Any:
-        """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`)."""
+        """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`).
+
+        In a single process the staged rows are flushed first; under ``torch.distributed`` it
+        holds the rows up to the last flush (:meth:`flush` must be called on every rank).
+        """
         import pandas as pd
+
+        if self.layout == "local" and not self.stopped:
+            self.flush()
 
         return pd.DataFrame(self.rows, columns=self.columns)
 
@@ -467,9 +537,18 @@ class InertiaTracker:
         """
         if self._closed:  # issue 9
             return
+        try:
+            if not self.stopped:
+                self.flush()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        if self._restart_handle is not None:  # issue 14
+            self._restart_handle.remove()
         if self._sharpness is not None:  # issue 12
             self._sharpness.close()
         if self.status == "running":
@@ -530,125 +609,110 @@ class InertiaTracker:
             log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
         self._warned_nonfinite = True
 
-    def _merge_hparams(self, vec: list[float], n_loss: int, hook_steps: list[int]) -> list[float]:
-        """Sharded layout: fill each hook's unknown hyper-parameters from the all-reduced block
+    def _stage(self, k: int) -> None:
+        """Row ``k``'s losses and sums, gathered on the device until the next flush (no sync)."""
+        import torch
+
+        loss_list = [self._losses[k]]
+        if k >= 1:
+            loss_list.append(self._losses.get(k - 1, self._nan))
+            if self.mode == "exact":
+                loss_list.append(self._closures.get(k - 1, self._nan))
+        steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
+        # step k-2's terms are assembled for the previous row when recording every step: reuse
+        # them instead of transferring and assembling its sums again
+        reuse = k >= 2 and self._terms_step == k - 2
+        steps = [j for j in steps if j in self._hooks and not (j == k - 2 and reuse)]
+        self._terms_step = k - 1 if k >= 1 and k - 1 in steps else None
+        device = loss_list[0].device
+        losses = torch.stack([v.to(device=device, dtype=torch.float64) for v in loss_list])
+        sums = (
+            torch.cat([self._hooks[j].sums for j in steps])
+            if steps
+            else torch.zeros(0, dtype=torch.float64, device=device)
+        )
+        hps = {j: self._hooks[j].hps for j in steps}
+        restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)  # issue 14
+        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted))
+
+    def _merge_hparams(self, vec: list[float], n_loss: int, e: _Staged) -> list[float]:
+        """Sharded layout: fill each step's unknown hyper-parameters from the all-reduced block
         that follows its sums (:func:`inertia.track.distributed.unpack_hparams`) and return the
         vector without those blocks."""
         out, pos = vec[:n_loss], n_loss
-        for j in hook_steps:
-            hook = self._hooks[j]
-            n_sums = len(hook.hps) * len(self.mapping.names)
-            n_block = 2 * sum(len(hp) for hp in hook.hps)
+        for j in e.steps:
+            hps = e.hps[j]
+            n_sums = len(hps) * len(self.mapping.names)
+            n_block = 2 * sum(len(hp) for hp in hps)
             out += vec[pos : pos + n_sums]
-            hook.hps = unpack_hparams(hook.hps, vec[pos + n_sums : pos + n_sums + n_block])
+            e.hps[j] = unpack_hparams(hps, vec[pos + n_sums : pos + n_sums + n_block])
             pos += n_sums + n_block
         return out
 
-    def _split(self, vec: list[float], hook_steps: list[int]) -> dict[int, list[dict[str, float]]]:
+    def _split(self, vec: list[float], e: _Staged) -> dict[int, list[dict[str, float]]]:
         names = self.mapping.names
         out, pos = {}, 0
-        for j in hook_steps:
+        for j in e.steps:
             groups = []
-            for _ in self._hooks[j].hps:
+            for _ in e.hps[j]:
                 groups.append(dict(zip(names, vec[pos : pos + len(names)], strict=True)))
                 pos += len(names)
             out[j] = groups
         return out
 
     def _assemble(
-        self, j: int, sums: list[dict[str, float]], prev: list[StepTerms] | None
+        self, j: int, hps: list[dict[str, float]], sums: list[dict[str, float]], prev: list[StepTerms] | None
     ) -> list[StepTerms]:
-        hps = self._hooks[j].hps
         fresh = self.fresh and j == 0
         return [
             self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
             for i, (hp, s) in enumerate(zip(hps, sums, strict=True))
         ]
 
-    def _row(self, k: int) -> dict[str, Any]:
-        import torch
-
-        exact = self.mode == "exact"
-        loss_list = [self._losses[k]]
-        if k >= 1:
-            loss_list.append(self._losses.get(k - 1, self._nan))
-            if exact:
-                loss_list.append(self._closures.get(k - 1, self._nan))
-        hook_steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
-        # step k-2's terms were assembled for the previous row when recording every step: reuse
-        # them instead of transferring and assembling its sums again
-        reused = self._assembled.get(k - 2) if k >= 2 else None
-        hook_steps = [j for j in hook_steps if j in self._hooks and not (j == k - 2 and reused)]
-        device = loss_list[0].device
-        losses = torch.stack([v.to(device=device, dtype=torch.float64) for v in loss_list])
-        sums = (
-            torch.cat([self._hooks[j].sums for j in hook_steps])
-            if hook_steps
-            else torch.zeros(0, dtype=torch.float64)
-        )
-        vec = reduce_vector(losses, sums, self.layout, self.process_group)
-        n_loss = len(loss_list)
-        if self.layout == "sharded":
-            vec = self._merge_hparams(vec, n_loss, hook_steps)
-        by_step = self._split(vec[n_loss:], hook_steps)
-        row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
-        row["step"] = k
-        # under ``maximize`` the optimizer descends -L: the potential is -loss (+ regulariser)
-        sign = -1.0 if self._maximize else 1.0
-        vec[:n_loss] = [sign * x for x in vec[:n_loss]]
-        loss_k = vec[0]
-        if k == 0:
-            terms0 = self._assemble(0, by_step[0], None) if 0 in by_step else None
-            reg = sum(t.reg_before for t in terms0) if terms0 else math.nan
-            kinetic = 0.0 if self.fresh else math.nan
-            row.update(kinetic=kinetic, potential=loss_k + reg, inertia=kinetic + loss_k + reg)
-        elif k - 1 in by_step:
-            prev = reused or (self._assemble(k - 2, by_step[k - 2], None) if k - 2 in by_step else None)
-            terms = self._assemble(k - 1, by_step[k - 1], prev)
-            self._assembled = {k - 1: terms}
-            k_prev = (
-                sum(t.kinetic for t in prev)
-                if prev is not None
-                else (0.0 if self.fresh and k == 1 else math.nan)
-            )
-            kinetic = sum(t.kinetic for t in terms)
-            v_prev = vec[1] + sum(t.reg_before for t in terms)
-            v_k = loss_k + sum(t.reg_after for t in terms)
-            g_dtheta = sum(t.g_dtheta for t in terms)
-            ledger = (
-                {name: getattr(terms[0], name) for name in _LEDGER}
-                if len(terms) == 1
-                else {name: sum(getattr(t, name) for t in terms) for name in _LEDGER}
-            )
-            if exact:
-                v_same = vec[2] + sum(t.reg_after for t in terms)
-                curvature, noise = v_same - v_prev - g_dtheta, v_k - v_same
-            else:
-                curvature, noise = v_k - v_prev - g_dtheta, math.nan
-            delta = (kinetic + v_k) - (k_prev + v_prev)
-            explained = sum(ledger.values()) + curvature + (noise if exact else 0.0)
-            t0 = terms[0]
-            if t0.dt == 0.0:  # lr = 0 (e.g. a warm-up): time does not advance, gamma undefined
-                gamma = math.nan
-            else:
-                gamma = -math.log(t0.momentum) / t0.dt if t0.momentum > 0 else math.inf
-            row.update(
-                lr=t0.lr,
-                dt=t0.dt,
-                gamma=gamma,
-                kinetic=kinetic,
-                potential=v_k,
-                inertia=kinetic + v_k,
-                delta_inertia=delta,
-                curvature=curvature,
-                noise=noise,
-                residual=delta - explained,
-                **ledger,
-            )
+    def _row(self, e: _Staged, vec: list[float]) -> dict[str, Any]:
+        """The row of a staged entry from its host floats (:func:`inertia.ledger.ledger_row`)."""
+        k, n_loss = e.k, e.losses.numel()
         # the losses and the optimizer-state sums: NaN/Inf anywhere is a non-finite step (the
         # values stay NaN/Inf in the row; they are never replaced)
-        row["finite"] = all(math.isfinite(x) for x in vec)
-        return row
+        finite = all(math.isfinite(x) for x in vec)
+        if self.layout == "sharded":
+            vec = self._merge_hparams(vec, n_loss, e)
+        by_step = self._split(vec[n_loss:], e)
+        first = terms = prev = None
+        restart = 0.0
+        if k == 0:
+            first = self._assemble(0, e.hps[0], by_step[0], None) if 0 in by_step else None
+        elif k - 1 in by_step:
+            reused = self._assembled.get(k - 2) if e.reuse else None
+            prev = reused or (
+                self._assemble(k - 2, e.hps[k - 2], by_step[k - 2], None) if k - 2 in by_step else None
+            )
+            if prev is not None and not reused and k - 2 in e.restarted:  # issue 14
+                prev = _at_rest(prev)
+            terms = self._assemble(k - 1, e.hps[k - 1], by_step[k - 1], prev)
+            # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
+            if k - 1 in e.restarted:
+                restart = -sum(t.kinetic for t in terms)
+                terms = _at_rest(terms)
+            self._assembled = {k - 1: terms}
+        return ledger_row(
+            k,
+            vec[:n_loss],
+            terms,
+            prev,
+            first=first,
+            fresh=self.fresh,
+            exact=self.mode == "exact",
+            maximize=self._maximize,
+            finite=finite,
+            restart=restart,
+        )
+
+
+def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:  # issue 14
+    """A step's terms after a restart zeroed the momentum it left: no kinetic energy, nothing
+    carried forward."""
+    return [dataclasses.replace(t, kinetic=0.0, forward=0.0) for t in terms]
 
 
 def _sharpness_monitor(tracker: InertiaTracker, every: int, warn_ratio: float) -> SharpnessMonitor:

@@ -45,7 +45,8 @@ import torch
 
 from inertia.runs import RunDir, atomic_write_bytes, create_run
 from inertia.track.log import KIND, RunLog
-from inertia.track.tracker import InertiaTracker, NonFiniteError
+from inertia.track.sharpness import SHARPNESS_COLUMNS
+from inertia.track.tracker import COLUMNS, InertiaTracker, NonFiniteError
 
 __all__ = [
     "ACTIVATIONS",
@@ -105,6 +106,10 @@ class TrackConfig:
         test_size: the fraction of the data held out for testing.
         threads: torch's intra-op threads during training (1 is fastest for this small model;
             ``None`` leaves torch's setting alone).
+        sharpness_every: add the tracker's sharpness columns (:data:`inertia.track.SHARPNESS_COLUMNS`:
+            the top Hessian eigenvalue of the current batch's loss every ``n`` steps, preconditioned
+            for Adam/AdamW/RMSprop, beside the optimizer's stability threshold); a multiple of
+            ``every``; ``None`` (default): off.
     """
 
     optimizer: str = "sgd"
@@ -122,6 +127,7 @@ class TrackConfig:
     seed: int = 0
     test_size: float = 0.25
     threads: int | None = 1
+    sharpness_every: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -141,6 +147,13 @@ class TrackConfig:
         _check_int("seed", self.seed, 0)
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
+        if self.sharpness_every is not None:  # issue 12
+            _check_int("sharpness_every", self.sharpness_every, 1)
+            if self.sharpness_every % self.every:
+                raise ValueError(
+                    f"`sharpness_every` must be a multiple of `every` ({self.every}), "
+                    f"got {self.sharpness_every}"
+                )
         if not isinstance(self.hidden, tuple) or not self.hidden:
             raise ValueError(f"`hidden` must be a non-empty tuple of widths, got {self.hidden!r}")
         for width in self.hidden:
@@ -344,9 +357,17 @@ def run_track(
             "steps_per_epoch": per_epoch,
             "n_steps": total,
         }
-        runlog = RunLog(run, config=manifest_config)
+        sharp = cfg.sharpness_every is not None  # issue 12: the sharpness columns
+        runlog = RunLog(
+            run, config=manifest_config, columns=COLUMNS + SHARPNESS_COLUMNS if sharp else COLUMNS
+        )
         tracker = InertiaTracker(
-            optimizer, mode=cfg.mode, every=cfg.every, nan_policy=cfg.nan_policy, sinks=[runlog]
+            optimizer,
+            mode=cfg.mode,
+            every=cfg.every,
+            nan_policy=cfg.nan_policy,
+            sinks=[runlog],
+            sharpness_every=cfg.sharpness_every,
         )
         generator = torch.Generator().manual_seed(cfg.seed)
         loss_fn = torch.nn.functional.cross_entropy
@@ -370,7 +391,7 @@ def run_track(
                     def closure(xb: Any = xb, yb: Any = yb) -> Any:
                         return loss_fn(model(xb), yb)
 
-                    row = tracker.record(loss, closure if cfg.mode == "exact" else None)
+                    row = tracker.record(loss, closure if cfg.mode == "exact" or sharp else None)
                     if scheduler is not None:
                         scheduler.step()
                     losses.append(float(loss.detach()))
