@@ -217,7 +217,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"inertia demo: error: argument --out: {exc}", file=sys.stderr)
         return 2
-    path = run_demo(out=run.path, progress=not args.no_progress, quick=args.quick, seed=args.seed)
+    path = run_demo(out=run, progress=not args.no_progress, quick=args.quick, seed=args.seed)
     print(f"run directory: {path}")
     print(f"report:        {path / 'report.html'}")
     return 0
@@ -361,6 +361,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from inertia.runs import read_manifest
 
     try:
+        if not args.run_dir.is_dir():
+            what = "a file" if args.run_dir.exists() else "missing"
+            raise FileNotFoundError(
+                f"RUN_DIR must be a run directory (holding manifest.json), got {str(args.run_dir)!r}, "
+                f"which is {what}"
+            )
         kind = read_manifest(args.run_dir).get("kind")
         if kind == "demo":
             from inertia.demo import render

@@ -1461,7 +1461,7 @@ def _draw(
 
 
 def run_demo(
-    out: str | Path | None = None,
+    out: str | Path | RunDir | None = None,
     progress: bool = True,
     quick: bool = False,
     *,
@@ -1471,7 +1471,8 @@ def run_demo(
     """Run every scenario and write a new run directory; return its path.
 
     Args:
-        out: the run directory (must not exist or be empty); default
+        out: the run directory (must not exist or be empty, or a :class:`~inertia.runs.RunDir`
+            of kind ``"demo"`` just made by :func:`inertia.runs.create_run`); default
             ``<root>/demo-<YYYYmmdd-HHMMSS>``.
         progress: show a tqdm progress bar on stderr.
         quick: the much smaller configuration of :func:`demo_config` (for tests).
@@ -1483,7 +1484,7 @@ def run_demo(
         ``report.html``.
     """
     cfg = demo_config(quick, seed)
-    run = create_run("demo", out, root=root)
+    run = out if isinstance(out, RunDir) else create_run("demo", out, root=root)
     log.info("demo: writing %s", run.path)
     manifest: dict[str, Any] = {
         "config": {

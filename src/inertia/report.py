@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inertia._files import read_bytes_nofollow
 from inertia._process import run_status
 from inertia.ledger import TERMS
 from inertia.runs import (
@@ -127,10 +128,25 @@ def _paragraphs(text: str) -> str:
     return "\n".join(f"<p>{html.escape(' '.join(p.split()))}</p>" for p in parts)
 
 
-def _figure_html(path: Path) -> str:
+def _embeddable(path: Path) -> str | None:
+    """Why ``path`` is not embedded (missing, a symbolic link, not a regular file), or None.
+
+    A report embeds only regular files that sit in the run directory itself: a link planted
+    there (to a file elsewhere) is never followed."""
+    if path.is_symlink():
+        return "is a symbolic link (not followed)"
+    if not path.exists():
+        return "is missing"
     if not path.is_file():
-        return f'<p class="muted">figure {html.escape(path.name)} is missing</p>'
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return "is not a regular file"
+    return None
+
+
+def _figure_html(path: Path) -> str:
+    why = _embeddable(path)
+    if why:
+        return f'<p class="muted">figure {html.escape(path.name)} {why}</p>'
+    data = base64.b64encode(read_bytes_nofollow(path, "figure")).decode("ascii")
     return (
         f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
@@ -138,8 +154,9 @@ def _figure_html(path: Path) -> str:
 
 
 def _table_html(run: Path, name: str, max_rows: int, na_rep: str = "") -> str:
-    if not (run / f"{check_name('table', name)}.csv").is_file():
-        return f'<p class="muted">table {html.escape(name)}.csv is missing</p>'
+    why = _embeddable(run / f"{check_name('table', name)}.csv")
+    if why:
+        return f'<p class="muted">table {html.escape(name)}.csv {why}</p>'
     df = read_table(run, name)
     note = ""
     if len(df) > max_rows:
@@ -215,7 +232,11 @@ def write_report(
         parts.extend(_figure_html(run / f"{check_name('figure', f)}.png") for f in s.figures)
         parts.extend(_table_html(run, t, max_rows, na_rep) for t in s.tables)
         parts.append("</section>")
-    files = sorted(p.name for p in run.iterdir() if p.suffix in (".csv", ".png", ".json", ".parquet"))
+    files = sorted(
+        p.name
+        for p in run.iterdir()
+        if p.suffix in (".csv", ".png", ".json", ".parquet") and _embeddable(p) is None
+    )
     parts.append('<section id="run"><h2>Run</h2>')
     parts.append(f"<p>Run directory: <code>{html.escape(str(run.resolve()))}</code></p>")
     parts.append(_manifest_html(manifest))
@@ -556,7 +577,7 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
-    sections = _track_sections((run / "metrics.csv").is_file(), _dtype(manifest))
+    sections = _track_sections(_embeddable(run / "metrics.csv") is None, _dtype(manifest))
     if has_sharpness:
         sections.append(_SHARPNESS_SECTION)
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

@@ -145,6 +145,8 @@ class TrackConfig:
         _check_int("batch_size", self.batch_size, 1)
         _check_int("every", self.every, 1)
         _check_int("seed", self.seed, 0)
+        if self.seed > 2**32 - 1:  # issue 10: scikit-learn's split takes seeds below 2**32
+            raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
         if self.sharpness_every is not None:  # issue 12

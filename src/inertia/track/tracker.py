@@ -142,6 +142,41 @@ def _check_lr(lr: Any, group: int, step: int | None) -> None:
         )
 
 
+# issue 10: sinks are checked when the tracker is made
+def _check_sinks(sinks: Any) -> list[Any]:
+    """``sinks`` as a list, each with callable ``write(row)`` and ``close()``, else ``TypeError``.
+
+    A single sink passed bare (``sinks=RunLog(d)``) is refused, and closed first (marked
+    ``failed`` if it can be annotated), so that its run directory is not left ``running``.
+    """
+
+    def is_sink(x: Any) -> bool:
+        return callable(getattr(x, "write", None)) and callable(getattr(x, "close", None))
+
+    if is_sink(sinks):
+        if callable(getattr(sinks, "annotate", None)):
+            sinks.annotate(
+                status="failed", error="TypeError: passed to InertiaTracker as `sinks` without a list"
+            )
+        sinks.close()
+        raise TypeError(
+            f"`sinks` must be a list of sinks, got a bare {type(sinks).__name__}; pass sinks=[...] "
+            f"(the {type(sinks).__name__} has been closed)"
+        )
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable):
+        raise TypeError(
+            f"`sinks` must be a list of sinks (objects with write(row) and close()), got {sinks!r}"
+        )
+    out = list(sinks)
+    for i, sink in enumerate(out):
+        if not is_sink(sink):
+            raise TypeError(
+                f"`sinks[{i}]` must be a sink with write(row) and close() methods (e.g. "
+                f"inertia.track.RunLog(path)), got {type(sink).__name__} {sink!r}"
+            )
+    return out
+
+
 class InertiaTracker:
     """Track ``I = K + V`` and its exact per-step ledger from a ``torch.optim`` optimizer.
 
@@ -208,6 +243,7 @@ class InertiaTracker:
         flush_every: int | None = None,
         divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
+        sinks = _check_sinks(sinks)  # issue 10: at construction, not at the first record()
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
         if nan_policy not in _POLICIES:
