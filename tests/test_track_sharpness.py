@@ -32,6 +32,15 @@ def _one_thread() -> object:
     torch.set_num_threads(threads)
 
 
+def _step(opt: torch.optim.Optimizer, tracker: InertiaTracker, f: object) -> None:
+    """One full-batch step and its record (with the closure ``f``)."""
+    opt.zero_grad()
+    loss = f()  # type: ignore[operator]
+    loss.backward()
+    opt.step()
+    tracker.record(loss, f)  # type: ignore[arg-type]
+
+
 def _quadratic_run(
     make: object, n_steps: int, every: int = 1, sharpness_every: int = 3, **kw: object
 ) -> tuple:
@@ -116,11 +125,7 @@ def test_rmsprop_groups_and_weight_decay_mlp_against_dense() -> None:
         return torch.nn.functional.mse_loss(net(x), y)
 
     def step() -> None:
-        opt.zero_grad()
-        loss = f()
-        loss.backward()
-        opt.step()
-        tracker.record(loss, f)
+        _step(opt, tracker, f)
 
     step()
     step()  # theta_2: row 2's sharpness is measured here (at the record of step 1)
@@ -255,11 +260,7 @@ def test_preconditioned_matches_curvature_module() -> None:
         return torch.nn.functional.mse_loss(net(x), y)
 
     def step() -> None:
-        opt.zero_grad()
-        loss = f()
-        loss.backward()
-        opt.step()
-        tracker.record(loss, f)
+        _step(opt, tracker, f)
 
     for _ in range(3):
         step()

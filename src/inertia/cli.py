@@ -213,6 +213,12 @@ def _track_parser(sub: Any) -> None:
         help="run directory; must not exist or be empty (default: runs/track-<YYYYmmdd-HHMMSS>)",
     )
     track.add_argument("--no-progress", action="store_true", help="no progress bar")
+    track.add_argument(
+        "--allow-divergence",
+        action="store_true",
+        help="exit 0 even when the run is flagged as diverging (its inertia grows geometrically "
+        "while staying finite; status 'diverging'); without it such a run exits 1",
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -354,6 +360,13 @@ def _cmd_track(args: argparse.Namespace) -> int:
         f"status {result.status}: {result.n_rows} rows, test accuracy {result.test_accuracy:.4f}, "
         f"training {result.seconds:.1f} s{bad}"
     )
+    if result.status == "diverging" and not args.allow_divergence:  # issue 9
+        print(
+            f"inertia track: the run is diverging from step {result.diverging_step} (its inertia grows "
+            f"geometrically while staying finite); exit 1 (--allow-divergence: exit 0)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

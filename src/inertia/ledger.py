@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "STATE_TERMS", "TERMS", "StepTerms", "ledger_row"]
+__all__ = ["COLUMNS", "SHARPNESS_COLUMNS", "STATE_TERMS", "TERMS", "StepTerms", "ledger_row"]
 
 #: the ledger's terms, in the one order of the history's columns, the plots and the report
 TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
@@ -45,6 +45,16 @@ COLUMNS = (
     *TERMS,
     "residual",
     "finite",
+)
+#: the columns ``InertiaTracker(..., sharpness_every=n)`` adds after :data:`COLUMNS` (issue 12;
+#: their meaning: :mod:`inertia.track.sharpness`)
+SHARPNESS_COLUMNS = (
+    "update_curvature",
+    "threshold",
+    "sharpness",
+    "sharpness_ratio",
+    "curvature_quadratic",
+    "n_hvp",
 )
 
 

@@ -43,21 +43,12 @@ from collections.abc import Callable
 from typing import Any
 
 from inertia import curvature
-from inertia.track.mapping import Mapping, StepTerms
+from inertia.ledger import SHARPNESS_COLUMNS, StepTerms
+from inertia.track.mapping import Mapping
 
 __all__ = ["SHARPNESS_COLUMNS", "SharpnessMonitor", "StabilityWarning"]
 
 log = logging.getLogger(__name__)
-
-#: the columns :class:`SharpnessMonitor` adds to the tracker's rows, in order
-SHARPNESS_COLUMNS = (
-    "update_curvature",
-    "threshold",
-    "sharpness",
-    "sharpness_ratio",
-    "curvature_quadratic",
-    "n_hvp",
-)
 
 
 class StabilityWarning(RuntimeWarning):

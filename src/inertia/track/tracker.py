@@ -64,6 +64,7 @@ from inertia.track.distributed import (
     reduce_rows,
     unpack_hparams,
 )
+from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
 from inertia.track.mapping import PreStep, mapping_for
 from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
@@ -72,6 +73,7 @@ __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 log = logging.getLogger(__name__)
 
 _MODES = ("cheap", "exact")
+_DEFAULT_RULE = DivergenceRule()  # issue 9
 _POLICIES = ("raise", "flag", "stop")
 #: rows kept on the device between host reads when the parameters are on an accelerator
 DEVICE_FLUSH_EVERY = 32
@@ -206,6 +208,11 @@ class InertiaTracker:
             :data:`DEVICE_FLUSH_EVERY`. Rows, sinks and the NaN policy act at each flush, at
             :meth:`flush` and at :meth:`close`: a non-finite step is acted on up to
             ``flush_every - 1`` rows late, and a killed run keeps the rows flushed so far.
+        divergence: the rule that flags a blow-up that stays finite
+            (:class:`~inertia.track.divergence.DivergenceRule`): the first recorded row that
+            meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
+            step and sets :attr:`status` to ``"diverging"`` (tracking goes on); ``None`` turns
+            it off.
 
     Example:
         >>> import torch
@@ -234,6 +241,7 @@ class InertiaTracker:
         sharpness_every: int | None = None,
         warn_ratio: float = 0.9,
         flush_every: int | None = None,
+        divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
         sinks = _check_sinks(sinks)  # issue 10: at construction, not at the first record()
         if mode not in _MODES:
@@ -302,12 +310,15 @@ class InertiaTracker:
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
-        self.fresh = len(local.state) == 0 if fresh is None else fresh
+        self.fresh = not self.mapping.has_stepped(local) if fresh is None else fresh  # issue 9
         self.stopped = False
         # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
         self.status = "running"
         self.error: str | None = None
         self._closed = False
+        if divergence is not None and not isinstance(divergence, DivergenceRule):
+            raise TypeError(f"`divergence` must be a DivergenceRule or None, got {type(divergence).__name__}")
+        self._divergence = None if divergence is None else DivergenceMonitor(divergence)
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -523,6 +534,8 @@ class InertiaTracker:
             out.append(row)
             for sink in self.sinks:
                 sink.write(row)
+            if self._divergence is not None and self._divergence.update(e.k, row["inertia"], row["finite"]):
+                self._on_diverging(e.k)  # issue 9
             if not row["finite"]:
                 self._on_nonfinite(e.k)
                 if self.stopped:
@@ -551,9 +564,10 @@ class InertiaTracker:
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory).
 
-        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
-        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
-        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"``
+        (``nan_policy="stop"``), ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving
+        a ``with`` block; :attr:`error` says which) or ``"diverging"`` (the ``divergence`` rule
+        fired); a sink with a ``finish(status, error)`` method (a
         :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
         nothing.
         """
@@ -600,6 +614,22 @@ class InertiaTracker:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             value = closure()
         return _as_scalar_tensor("closure()", value)
+
+    def _on_diverging(self, k: int) -> None:  # issue 9
+        rule = self._divergence.rule if self._divergence is not None else _DEFAULT_RULE
+        if self.status == "running":
+            self.status = "diverging"
+        for sink in self.sinks:
+            mark = getattr(sink, "diverging", None)
+            if callable(mark):
+                mark(k)
+        warnings.warn(
+            f"the run is diverging at step {k}: its inertia rose at each of the last {rule.window} "
+            f"recorded rows, by a factor >= {rule.growth:g}, above where it started "
+            f"(inertia.track.divergence; divergence=None turns this off)",
+            DivergenceWarning,
+            stacklevel=3,
+        )
 
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
