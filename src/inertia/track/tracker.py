@@ -326,6 +326,7 @@ class InertiaTracker:
         self._n_steps = 0
         self._n_records = 0
         self._hooks: dict[int, _Hook] = {}
+        self._group_ids: dict[int, tuple[int, ...]] = {}  # issue 9
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
@@ -447,8 +448,12 @@ class InertiaTracker:
         if sharded:  # hyper-parameters this rank cannot know travel in the same all-reduce
             sums.append(pack_hparams(hps, device))
         self._hooks[j] = _Hook(hps, torch.cat(sums))
+        # issue 9: which groups step j had, so that groups added or removed mid-run are paired
+        self._group_ids[j] = tuple(id(g) for g in self._local.param_groups)
         for old in [s for s in self._hooks if s < j - 2]:
             del self._hooks[old]
+        for old in [s for s in self._group_ids if s < j - 2]:
+            del self._group_ids[old]
 
     # ------------------------------------------------------------------ public API
 
@@ -700,10 +705,32 @@ class InertiaTracker:
         self, j: int, hps: list[dict[str, float]], sums: list[dict[str, float]], prev: list[StepTerms] | None
     ) -> list[StepTerms]:
         fresh = self.fresh and j == 0
+        paired = self._paired(j, prev)  # issue 9
         return [
-            self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
+            self.mapping.assemble(hp, s, *paired[i])
+            if paired
+            else self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
             for i, (hp, s) in enumerate(zip(hps, sums, strict=True))
         ]
+
+    def _paired(self, j: int, prev: list[StepTerms] | None) -> list[tuple[StepTerms | None, bool]] | None:
+        """Issue 9: ``(previous terms, fresh)`` for each group of step ``j`` when the optimizer's
+        groups changed since step ``j - 1`` (``add_param_group``, a group removed): a group is
+        paired with its own previous terms; a new group starts at rest (``fresh``). ``None``
+        when the groups did not change."""
+        now, before = self._group_ids.get(j), self._group_ids.get(j - 1)
+        if prev is None or now is None or before is None or now == before:
+            return None
+        by_id = dict(zip(before, prev, strict=True))
+        return [(by_id.get(g), g not in by_id) for g in now]
+
+    def _dropped(self, j: int, prev: list[StepTerms] | None) -> float:
+        """Issue 9: minus the kinetic energy of the groups step ``j - 1`` had and step ``j`` has
+        not (removed from the optimizer: their momentum is gone, booked like a restart)."""
+        now, before = self._group_ids.get(j), self._group_ids.get(j - 1)
+        if prev is None or now is None or before is None or now == before:
+            return 0.0
+        return -sum(t.kinetic for g, t in zip(before, prev, strict=True) if g not in set(now))
 
     def _row(self, e: _Staged, vec: list[float]) -> dict[str, Any]:
         """The row of a staged entry from its host floats (:func:`inertia.ledger.ledger_row`)."""
@@ -726,6 +753,7 @@ class InertiaTracker:
             if prev is not None and not reused and k - 2 in e.restarted:  # issue 14
                 prev = _at_rest(prev)
             terms = self._assemble(k - 1, e.hps[k - 1], by_step[k - 1], prev)
+            restart += self._dropped(k - 1, prev)  # issue 9: a removed group's kinetic energy
             # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
             if k - 1 in e.restarted:
                 restart = -sum(t.kinetic for t in terms)
