@@ -292,3 +292,23 @@ def test_cli_track_sharpness_every(tmp_path: object) -> None:
     assert (out / "sharpness.png").is_file() and 'id="sharpness"' in (out / "report.html").read_text()
     with pytest.raises(ValueError, match="`sharpness_every` must be a multiple of `every` \\(2\\), got 3"):
         TrackConfig(every=2, sharpness_every=3)
+
+
+def test_threshold_follows_the_rows_learning_rate_under_a_schedule() -> None:
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0, 0.5], dtype=F64))
+    opt = torch.optim.SGD([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    tracker = InertiaTracker(opt, sharpness_every=3, flush_every=4)
+
+    def f() -> torch.Tensor:
+        return 0.5 * (A * w * w).sum()
+
+    for _ in range(9):
+        _step(opt, tracker, f)
+        sched.step()
+    tracker.close()
+    hist = tracker.history
+    # row k books step k - 1, whose learning rate is the row's lr: the threshold is 2 / lr
+    np.testing.assert_allclose(hist["threshold"].iloc[1:], 2.0 / hist["lr"].iloc[1:], rtol=1e-14)
+    assert hist["lr"].nunique() > 2  # power control: the schedule did change the learning rate
+    np.testing.assert_allclose(hist["sharpness"].dropna(), 10.0, rtol=1e-6)
