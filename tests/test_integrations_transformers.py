@@ -10,9 +10,7 @@ the optimizer applied (after clipping). Skips with a message when transformers i
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +25,7 @@ pytest.importorskip("accelerate", reason="the `transformers` extra (accelerate) 
 import torch
 import transformers
 
-from _framework_helpers import assert_same_rows, finite_max
+from _framework_helpers import assert_same_rows, finite_max, run_ddp_job
 from _transformers_worker import hand_loop, trainer
 from inertia.integrations.transformers import InertiaCallback
 from inertia.track import read_history
@@ -118,6 +116,10 @@ def test_run_directory_report_and_tensorboard(tmp_path: Path, monkeypatch: pytes
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="`report=True` needs `run_dir`"):
         InertiaCallback(report=True)
+    with pytest.raises(ValueError, match="`every` must be an integer >= 1, got 0"):
+        InertiaCallback(every=0)
+    with pytest.raises(ValueError, match="`nan_policy` must be one of"):
+        InertiaCallback(nan_policy="ignore")
     with pytest.raises(TypeError, match=r"`trainer` must be a transformers\.Trainer"):
         InertiaCallback(trainer=object())
 
@@ -131,28 +133,9 @@ def test_ddp_two_processes_equal_the_full_batch_loop(tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
-    here = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent / "src"), str(here)])}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [
-            torchrun,
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(here / "_transformers_worker.py"),
-            str(tmp_path),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    worker = Path(__file__).parent / "_transformers_worker.py"
+    run_ddp_job([torchrun, "--standalone", "--nproc_per_node", "2", str(worker), str(tmp_path)], tmp_path)
     got = read_history(tmp_path / "run")
     want, applied = hand_loop(batch=8, steps=6, clip=0.5)
     assert min(applied) == pytest.approx(0.25, rel=1e-5)
     assert_same_rows(got, want, rtol=1e-9, atol=1e-12)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    assert all(torch.equal(a, b) for a, b in zip(*ranks, strict=True))

@@ -50,7 +50,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         "pip install computational-inertia[transformers]"
     ) from err
 
-from inertia.integrations._recorder import StepRecorder
+from inertia.integrations._recorder import CallbackOptions, StepRecorder
 from inertia.integrations.loggers import _Sink
 from inertia.track import Sink
 
@@ -90,7 +90,7 @@ class _TrainerLog(_Sink):
         """Nothing to flush: the logging callbacks belong to the trainer."""
 
 
-class InertiaCallback(TrainerCallback):
+class InertiaCallback(CallbackOptions, TrainerCallback):
     """Log the inertia tracker's columns through the ``Trainer``'s logging integrations.
 
     Args:
@@ -128,21 +128,9 @@ class InertiaCallback(TrainerCallback):
     ) -> None:
         if trainer is not None and not isinstance(trainer, transformers.Trainer):
             raise TypeError(f"`trainer` must be a transformers.Trainer, got {type(trainer).__name__}")
-        if not isinstance(prefix, str):
-            raise TypeError(f"`prefix` must be a string, got {type(prefix).__name__}")
-        if report and run_dir is None:
-            raise ValueError("`report=True` needs `run_dir`: the report is rendered from the run directory")
         self.trainer = trainer
-        self.prefix, self.every, self.nan_policy = prefix, every, nan_policy
-        self.run_dir, self.report, self.log, self.config = run_dir, report, log, dict(config or {})
-        self.recorder: StepRecorder | None = None
-        self.reports: list[Path] = []
+        self._set_options(prefix, every, nan_policy, run_dir, report, log, config)
         self._restore: Any = None
-
-    @property
-    def history(self) -> Any:
-        """The tracker's rows as a DataFrame; ``None`` before training."""
-        return None if self.recorder is None else self.recorder.trackers[0].history
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Attach the tracker to the trainer's optimizer and watch ``accelerator.backward``."""
@@ -156,14 +144,12 @@ class InertiaCallback(TrainerCallback):
         def sinks(i: int, prefix: str) -> list[Sink]:
             return [_TrainerLog(trainer, self, prefix)] if self.log else []
 
-        config = {"framework": "transformers", "every": self.every, "nan_policy": self.nan_policy}
-        config.update(self.config)
         self.recorder = recorder = StepRecorder(
             [trainer.optimizer],
             sinks,
             prefix=self.prefix,
             run_dir=self.run_dir,
-            config=config,
+            config=self._run_config("transformers"),
             writer=bool(state.is_world_process_zero),
             every=self.every,
             nan_policy=self.nan_policy,
