@@ -108,6 +108,7 @@ class _Staged:
     hps: dict[int, list[dict[str, float]]]  # their groups' hyper-parameters
     reuse: bool  # step k-2's terms come from the previous row (not transferred again)
     restarted: frozenset[int] = frozenset()  # issue 14: of steps k-2, k-1, those followed by a restart
+    skipped: int = 0  # record() calls without an optimizer step since the previous row (GradScaler)
 
 
 def _as_scalar_tensor(name: str, value: Any) -> Any:
@@ -331,6 +332,8 @@ class InertiaTracker:
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
         self._staged: list[_Staged] = []  # recorded rows not yet flushed
+        self._skipped = 0  # record() calls without a step since the last staged row
+        self._skipped_total = 0
         self._terms_step: int | None = None  # the step whose terms the last staged row assembles
         import torch
 
@@ -480,12 +483,17 @@ class InertiaTracker:
             return None
         k = self._n_records
         if self._n_steps == k:
-            warnings.warn(
-                "InertiaTracker.record() called without an optimizer.step() since the "
-                "last record (a step skipped, e.g. by GradScaler?): nothing recorded",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            # a skipped step (GradScaler found non-finite gradients): no parameter changed
+            self._skipped += 1
+            if self._skipped_total == 0:
+                warnings.warn(
+                    "InertiaTracker.record() called without an optimizer.step() since the "
+                    "last record (a step skipped, e.g. by GradScaler?): nothing recorded; such "
+                    "calls are counted in the next row's `skipped` column (warned once)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self._skipped_total += 1
             return None
         if self._n_steps != k + 1:
             raise RuntimeError(
@@ -674,7 +682,8 @@ class InertiaTracker:
         )
         hps = {j: self._hooks[j].hps for j in steps}
         restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)  # issue 14
-        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted))
+        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted, self._skipped))
+        self._skipped = 0
 
     def _merge_hparams(self, vec: list[float], n_loss: int, e: _Staged) -> list[float]:
         """Sharded layout: fill each step's unknown hyper-parameters from the all-reduced block
@@ -770,6 +779,7 @@ class InertiaTracker:
             maximize=self._maximize,
             finite=finite,
             restart=restart,
+            skipped=e.skipped,
         )
 
 
