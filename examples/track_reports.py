@@ -84,6 +84,7 @@ def main() -> None:
             "status": result.status,
             "rows": result.n_rows,
             "first_nonfinite_step": result.first_nonfinite_step,
+            "diverging_step": result.diverging_step,
             "seconds": round(time.perf_counter() - t0, 2),
             "report": str(result.report),
             "screenshot": str(shot) if taken else None,

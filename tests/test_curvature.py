@@ -83,6 +83,11 @@ def test_dense_eigenvalues_and_hvp() -> None:
     assert np.allclose(curvature.eigenvalues(f, [w]), exact, rtol=1e-12)
     v = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
     assert torch.allclose(curvature.hvp(f, [w], [v])[0], a @ v, rtol=1e-12)
+    # power control: a perturbed matrix and perturbed eigenvalues are caught
+    assert not torch.allclose(
+        curvature.hvp(f, [w], [v])[0], (a + 1e-6 * torch.eye(3, dtype=F64)) @ v, rtol=1e-12
+    )
+    assert not np.allclose(curvature.eigenvalues(f, [w]), exact * (1 + 1e-9), rtol=1e-12, atol=0)
 
 
 def test_lanczos_reports_non_convergence() -> None:
@@ -300,6 +305,11 @@ def test_sgd_preconditioner_is_identity() -> None:
     opt.step()
     got = curvature.top_eigenvalues(lambda: 0.5 * (a * w * w).sum(), [w], k=1, preconditioner=opt)
     assert np.allclose(got, [4.0], rtol=1e-10)
+    # power control: an Adam state on the same parameter does precondition (a different number)
+    adam = torch.optim.Adam([w], lr=0.1)
+    adam.step()
+    pre = curvature.top_eigenvalues(lambda: 0.5 * (a * w * w).sum(), [w], k=1, preconditioner=adam)
+    assert not np.allclose(pre, [4.0], rtol=1e-3)
 
 
 # ------------------------------------------------------------------ thresholds
@@ -429,3 +439,17 @@ def test_flash_attention_error_names_the_kernel() -> None:
             return torch.nn.functional.scaled_dot_product_attention(q, q, q).square().sum()
 
     assert math.isfinite(float(curvature.top_eigenvalues(g, [q], k=1, max_iter=48, tol=1e-6)[0]))
+
+
+def test_against_pyhessian_where_installed() -> None:
+    """The top eigenvalue equals PyHessian's power iteration (``bench`` extra) on the same model."""
+    pyhessian = pytest.importorskip("pyhessian")
+    net = _mlp(sizes=(8, 12, 3))
+    x, y = _data()
+    ce = torch.nn.functional.cross_entropy
+    torch.manual_seed(0)  # PyHessian draws its start vector from the global RNG
+    ref, _ = pyhessian.hessian(net, ce, data=(x, y), cuda=False).eigenvalues(maxIter=3000, tol=1e-12, top_n=1)
+    got = curvature.top_eigenvalues(curvature.model_loss(net, ce, (x, y)), list(net.parameters()), tol=1e-10)
+    # PyHessian normalises by ||v|| + 1e-6, which biases its Rayleigh quotient by ~2e-6 here
+    assert got[0] == pytest.approx(float(ref[0]), rel=1e-5)
+    assert got[0] != pytest.approx(float(ref[0]) * (1 + 1e-3), rel=1e-5)  # power control

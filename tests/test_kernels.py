@@ -171,3 +171,16 @@ def test_saves_of_lists_the_saved_offsets_of_a_chunk() -> None:
     assert s.offsets().tolist() == [1, 5, 9, 10] and list(s) == [(1, 2), (5, 3), (9, 4), (10, 5)]
     assert s.offsets(6).tolist() == [1, 5] and bool(s)
     assert not kernels.saves_of(taken=1, k=2, save_every=10, n_steps=100, row=1)
+
+
+def test_quadratic_accepts_eigenvalues_and_matrices_of_any_backend() -> None:
+    """Item 6: eigenvalues or a matrix as a tensor (here CPU, with autograd: the same path
+    ``to_numpy`` takes for a CUDA tensor) give the NumPy-built potential; bad input names the
+    argument."""
+    torch = pytest.importorskip("torch")
+    lam = torch.tensor([1.0, 4.0], requires_grad=True)
+    assert potentials.Quadratic(lam).eigenvalues.tolist() == [1.0, 4.0]
+    a = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    np.testing.assert_array_equal(potentials.Quadratic(matrix=a).matrix, a.numpy())
+    with pytest.raises(TypeError, match="`eigenvalues`"):
+        potentials.Quadratic(torch.tensor([1.0 + 1.0j]))

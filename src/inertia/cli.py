@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a much smaller version (seconds), for tests and smoke checks"
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
-    demo.add_argument("--seed", type=int, default=0, help="base noise seed (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="base noise seed (default 0)")
 
     verify = sub.add_parser(
         "verify",
@@ -116,6 +116,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32 - 1] (what NumPy and scikit-learn accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text!r}")
     return value
 
 
@@ -188,7 +199,9 @@ def _track_parser(sub: Any) -> None:
         help="on a NaN/inf loss or state: raise (end the run, exit 1), flag (record and go on), stop "
         "(record and end cleanly); the rows keep the NaN/inf values (default raise)",
     )
-    track.add_argument("--seed", type=int, default=0, help="split, initial weights, batch order (default 0)")
+    track.add_argument(
+        "--seed", type=_seed, default=0, help="split, initial weights, batch order (default 0)"
+    )
     track.add_argument(
         "--threads", type=_positive_int, default=1, help="torch threads while training (default 1)"
     )
@@ -200,6 +213,12 @@ def _track_parser(sub: Any) -> None:
         help="run directory; must not exist or be empty (default: runs/track-<YYYYmmdd-HHMMSS>)",
     )
     track.add_argument("--no-progress", action="store_true", help="no progress bar")
+    track.add_argument(
+        "--allow-divergence",
+        action="store_true",
+        help="exit 0 even when the run is flagged as diverging (its inertia grows geometrically "
+        "while staying finite; status 'diverging'); without it such a run exits 1",
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -341,6 +360,13 @@ def _cmd_track(args: argparse.Namespace) -> int:
         f"status {result.status}: {result.n_rows} rows, test accuracy {result.test_accuracy:.4f}, "
         f"training {result.seconds:.1f} s{bad}"
     )
+    if result.status == "diverging" and not args.allow_divergence:  # issue 9
+        print(
+            f"inertia track: the run is diverging from step {result.diverging_step} (its inertia grows "
+            f"geometrically while staying finite); exit 1 (--allow-divergence: exit 0)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

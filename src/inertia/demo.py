@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from inertia import theory
+from inertia._validate import whole_number
 from inertia.integrators import METHODS
 from inertia.potentials import DoubleWell, Quadratic
 from inertia.report import Section, write_report
@@ -1483,6 +1484,9 @@ def run_demo(
         The run directory, holding ``manifest.json``, CSV tables, PNG figures and
         ``report.html``.
     """
+    seed = whole_number("seed", seed, minimum=0)  # issue 10: before the directory is made
+    if seed > 2**32 - 1:
+        raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {seed!r}")
     cfg = demo_config(quick, seed)
     run = out if isinstance(out, RunDir) else create_run("demo", out, root=root)
     log.info("demo: writing %s", run.path)

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "STATE_TERMS", "TERMS", "StepTerms", "ledger_row"]
+__all__ = ["COLUMNS", "SHARPNESS_COLUMNS", "STATE_TERMS", "TERMS", "StepTerms", "ledger_row"]
 
 #: the ledger's terms, in the one order of the history's columns, the plots and the report
 TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
@@ -44,7 +44,18 @@ COLUMNS = (
     "delta_inertia",
     *TERMS,
     "residual",
+    "skipped",
     "finite",
+)
+#: the columns ``InertiaTracker(..., sharpness_every=n)`` adds after :data:`COLUMNS` (issue 12;
+#: their meaning: :mod:`inertia.track.sharpness`)
+SHARPNESS_COLUMNS = (
+    "update_curvature",
+    "threshold",
+    "sharpness",
+    "sharpness_ratio",
+    "curvature_quadratic",
+    "n_hvp",
 )
 
 
@@ -87,6 +98,7 @@ def ledger_row(
     maximize: bool,
     finite: bool,
     restart: float = 0.0,
+    skipped: int = 0,
 ) -> dict[str, Any]:
     """Row ``k`` of the history (keys :data:`COLUMNS`) from host floats.
 
@@ -103,6 +115,9 @@ def ledger_row(
         finite: whether every loss and state sum behind the row was finite.
         restart: the kinetic energy a momentum restart removed after step ``k - 1``, negated
             (``-K_k``; :class:`inertia.optim.EnergyRestart`); ``terms`` are then those at rest.
+        skipped: training iterations since the previous row whose optimizer step did not run
+            (``torch.amp.GradScaler`` skips a step with non-finite gradients): they changed no
+            parameter, so they are counted here and are no part of the ledger.
 
     The ledger (module docstring): ``delta_inertia = (K_k + V_k) - (K_{k-1} + V_{k-1})``,
     ``curvature = V_same - V_{k-1} - g_dtheta`` (cheap: ``V_same = V_k``), ``noise = V_k - V_same``
@@ -160,5 +175,6 @@ def ledger_row(
             restart=restart,
             **state,
         )
+    row["skipped"] = skipped
     row["finite"] = finite
     return row

@@ -295,6 +295,8 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     rows.append(("rows", str(n)))
     bad = _first_nonfinite(history)
     rows.append(("first non-finite step", "none" if bad is None else str(bad)))
+    if manifest.get("diverging_step") is not None:
+        rows.append(("diverging from step", str(manifest["diverging_step"])))
     if n:
         step = history["step"]
         rows.append(("steps", f"{int(step.iloc[0])} .. {int(step.iloc[-1])}"))
@@ -564,6 +566,13 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
             f"Non-finite loss or optimizer state: first at step {bad}"
             + (f" (nan_policy {policy!r})" if policy else "")
             + ". Those rows keep their NaN or inf values."
+        )
+    if manifest.get("diverging_step") is not None:
+        lines.append(
+            f"Diverging from step {manifest['diverging_step']}: the inertia rose at every recorded "
+            "row of a window, by orders of magnitude, above where the run started (the rule of "
+            "inertia.track.divergence), while the numbers stayed finite. The energy and ledger "
+            "axes are logarithmic where the values span decades."
         )
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")

@@ -402,7 +402,14 @@ def create_run(
         _check_out(path, what)
         parent = path.parent
         candidates = None
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = "root" if out is None else what
+        raise ValueError(
+            f"`{where}` must be a path whose parent folder exists or can be made, got "
+            f"{str(parent if out is None else out)!r} ({exc.strerror}: {exc.filename})"
+        ) from exc
     _sweep(parent)
     base = path.name if candidates is None else kind
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{base}.{os.getpid()}.", suffix=".tmp"))
@@ -646,6 +653,7 @@ def read_rows(path: str | Path, *, strict: bool = False) -> Any:
             _malformed(file, bad, len(bad), strict)
         return _empty_history(columns)
     width = len(header)
+    total = len(body) + len(bad)
     bad += [n for n, r in body if len(r) != width]
     body = [(n, r) for n, r in body if len(r) == width]
     for j in range(width):
@@ -656,7 +664,7 @@ def read_rows(path: str | Path, *, strict: bool = False) -> Any:
                 bad += [n for (n, _), good in zip(body, ok, strict=True) if not good]
                 break
     if bad:
-        _malformed(file, sorted(set(bad)), len(body) + len(bad), strict)
+        _malformed(file, sorted(set(bad)), total, strict)
         skip = set(bad)
         body = [(n, r) for n, r in body if n not in skip]
     if not body:

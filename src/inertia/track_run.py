@@ -180,7 +180,8 @@ class TrackResult:
 
     Attributes:
         path: the run directory.
-        status: ``"complete"``, ``"stopped"`` (``nan_policy="stop"``) or ``"failed"``.
+        status: ``"complete"``, ``"stopped"`` (``nan_policy="stop"``), ``"failed"`` or
+            ``"diverging"`` (the tracker's divergence rule fired; training went on).
         n_rows: rows recorded.
         first_nonfinite_step: the step of the first non-finite row, or ``None``.
         test_accuracy: accuracy on the test split at the end (NaN if the model diverged).
@@ -199,6 +200,7 @@ class TrackResult:
     seconds: float
     message: str = ""
     report: Path | None = field(default=None)
+    diverging_step: int | None = None
 
 
 def load_digits_split(test_size: float = 0.25, seed: int = 0) -> tuple[Any, Any, Any, Any]:
@@ -421,6 +423,9 @@ def run_track(
         finally:
             bar.close()
             seconds = time.perf_counter() - t0
+        if status == "complete" and tracker.status == "diverging":  # issue 9
+            status = "diverging"
+            message = f"diverging from step {runlog.manifest.get('diverging_step')}"
         test_loss, test_acc = _evaluate(model, X_te, y_te)
         results = {"test_loss": test_loss, "test_accuracy": test_acc, "seconds": round(seconds, 3)}
         json_results = {k: (v if math.isfinite(v) else str(v)) for k, v in results.items()}
@@ -456,4 +461,5 @@ def run_track(
         seconds=seconds,
         message=message or f"test accuracy {test_acc:.4f}",
         report=report_path,
+        diverging_step=runlog.manifest.get("diverging_step"),
     )

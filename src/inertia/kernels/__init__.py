@@ -48,7 +48,7 @@ functional      :mod:`~inertia.kernels.functional`    everything: the method's `
 All give the numbers of ``functional`` to rounding error (bit for bit where the arithmetic is the
 same, which the tests pin). Imports go one way: this table imports the kernel modules (when it
 needs them), ``fused`` and ``fused_cpu`` import ``inplace`` (their base class), ``inplace`` and
-the others import only this package's :class:`Run` and :class:`Saves`; none imports
+the others import only :mod:`inertia.kernels._protocol` (:class:`Run`, :class:`Saves`); none imports
 :mod:`inertia.simulate`.
 """
 

@@ -70,9 +70,10 @@ log = logging.getLogger(__name__)
 #: The manifest kind of a tracked run (``inertia report`` dispatches on it).
 KIND = "track"
 #: The values of the manifest's ``status``: ``running`` until the log closes, then ``complete``,
-#: ``stopped`` (``nan_policy="stop"``) or ``failed`` (with ``error``). A reader reports a run whose
+#: ``stopped`` (``nan_policy="stop"``), ``failed`` (with ``error``) or ``diverging`` (the
+#: tracker's divergence rule fired; ``diverging_step`` says where). A reader reports a run whose
 #: writer died while ``running`` as ``interrupted`` (:func:`run_status`); that is never written.
-STATUSES = ("running", "complete", "stopped", "failed")
+STATUSES = ("running", "complete", "stopped", "failed", "diverging")
 
 _RUNDIR_KEYS = frozenset({"kind", "started", "finished", "command", "versions"})  # write_manifest's
 _RESERVED = _RUNDIR_KEYS | {
@@ -85,6 +86,7 @@ _RESERVED = _RUNDIR_KEYS | {
     "resumes",
     "process",
     "tracked",
+    "diverging_step",
 }
 
 
@@ -246,6 +248,7 @@ class RunLog:
                 "n_rows": None,
                 "fsync_every": fsync_every,
                 "first_nonfinite_step": None,
+                "diverging_step": None,
                 "resumes": [],
                 "process": owner(),  # issue 9: who writes, so that a reader can tell a dead run
             }
@@ -372,6 +375,13 @@ class RunLog:
         :class:`~inertia.track.InertiaTracker` when it is created."""
         self._data["tracked"] = dict(info)
         self.run.write_manifest(self._data)
+
+    def diverging(self, step: int) -> None:
+        """The tracker flagged row ``step`` as diverging: ``diverging_step`` (shifted by
+        ``step_offset``) is written to the manifest at once, in case the run dies next."""
+        if self._data.get("diverging_step") is None:
+            self._data["diverging_step"] = int(step) + self.step_offset
+            self.run.write_manifest(self._data)
 
     def finish(self, status: str, error: str | None = None) -> None:
         """The tracker's verdict on how the run ended, called by

@@ -64,6 +64,7 @@ from inertia.track.distributed import (
     reduce_rows,
     unpack_hparams,
 )
+from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
 from inertia.track.mapping import PreStep, mapping_for
 from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
@@ -72,6 +73,7 @@ __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 log = logging.getLogger(__name__)
 
 _MODES = ("cheap", "exact")
+_DEFAULT_RULE = DivergenceRule()  # issue 9
 _POLICIES = ("raise", "flag", "stop")
 #: rows kept on the device between host reads when the parameters are on an accelerator
 DEVICE_FLUSH_EVERY = 32
@@ -106,6 +108,7 @@ class _Staged:
     hps: dict[int, list[dict[str, float]]]  # their groups' hyper-parameters
     reuse: bool  # step k-2's terms come from the previous row (not transferred again)
     restarted: frozenset[int] = frozenset()  # issue 14: of steps k-2, k-1, those followed by a restart
+    skipped: int = 0  # record() calls without an optimizer step since the previous row (GradScaler)
 
 
 def _as_scalar_tensor(name: str, value: Any) -> Any:
@@ -206,6 +209,11 @@ class InertiaTracker:
             :data:`DEVICE_FLUSH_EVERY`. Rows, sinks and the NaN policy act at each flush, at
             :meth:`flush` and at :meth:`close`: a non-finite step is acted on up to
             ``flush_every - 1`` rows late, and a killed run keeps the rows flushed so far.
+        divergence: the rule that flags a blow-up that stays finite
+            (:class:`~inertia.track.divergence.DivergenceRule`): the first recorded row that
+            meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
+            step and sets :attr:`status` to ``"diverging"`` (tracking goes on); ``None`` turns
+            it off.
 
     Example:
         >>> import torch
@@ -234,6 +242,7 @@ class InertiaTracker:
         sharpness_every: int | None = None,
         warn_ratio: float = 0.9,
         flush_every: int | None = None,
+        divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
         sinks = _check_sinks(sinks)  # issue 10: at construction, not at the first record()
         if mode not in _MODES:
@@ -302,12 +311,15 @@ class InertiaTracker:
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
-        self.fresh = len(local.state) == 0 if fresh is None else fresh
+        self.fresh = not self.mapping.has_stepped(local) if fresh is None else fresh  # issue 9
         self.stopped = False
         # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
         self.status = "running"
         self.error: str | None = None
         self._closed = False
+        if divergence is not None and not isinstance(divergence, DivergenceRule):
+            raise TypeError(f"`divergence` must be a DivergenceRule or None, got {type(divergence).__name__}")
+        self._divergence = None if divergence is None else DivergenceMonitor(divergence)
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -315,10 +327,13 @@ class InertiaTracker:
         self._n_steps = 0
         self._n_records = 0
         self._hooks: dict[int, _Hook] = {}
+        self._group_ids: dict[int, tuple[int, ...]] = {}  # issue 9
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
         self._staged: list[_Staged] = []  # recorded rows not yet flushed
+        self._skipped = 0  # record() calls without a step since the last staged row
+        self._skipped_total = 0
         self._terms_step: int | None = None  # the step whose terms the last staged row assembles
         import torch
 
@@ -436,8 +451,12 @@ class InertiaTracker:
         if sharded:  # hyper-parameters this rank cannot know travel in the same all-reduce
             sums.append(pack_hparams(hps, device))
         self._hooks[j] = _Hook(hps, torch.cat(sums))
+        # issue 9: which groups step j had, so that groups added or removed mid-run are paired
+        self._group_ids[j] = tuple(id(g) for g in self._local.param_groups)
         for old in [s for s in self._hooks if s < j - 2]:
             del self._hooks[old]
+        for old in [s for s in self._group_ids if s < j - 2]:
+            del self._group_ids[old]
 
     # ------------------------------------------------------------------ public API
 
@@ -464,12 +483,17 @@ class InertiaTracker:
             return None
         k = self._n_records
         if self._n_steps == k:
-            warnings.warn(
-                "InertiaTracker.record() called without an optimizer.step() since the "
-                "last record (a step skipped, e.g. by GradScaler?): nothing recorded",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            # a skipped step (GradScaler found non-finite gradients): no parameter changed
+            self._skipped += 1
+            if self._skipped_total == 0:
+                warnings.warn(
+                    "InertiaTracker.record() called without an optimizer.step() since the "
+                    "last record (a step skipped, e.g. by GradScaler?): nothing recorded; such "
+                    "calls are counted in the next row's `skipped` column (warned once)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self._skipped_total += 1
             return None
         if self._n_steps != k + 1:
             raise RuntimeError(
@@ -523,6 +547,8 @@ class InertiaTracker:
             out.append(row)
             for sink in self.sinks:
                 sink.write(row)
+            if self._divergence is not None and self._divergence.update(e.k, row["inertia"], row["finite"]):
+                self._on_diverging(e.k)  # issue 9
             if not row["finite"]:
                 self._on_nonfinite(e.k)
                 if self.stopped:
@@ -551,9 +577,10 @@ class InertiaTracker:
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory).
 
-        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
-        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
-        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"``
+        (``nan_policy="stop"``), ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving
+        a ``with`` block; :attr:`error` says which) or ``"diverging"`` (the ``divergence`` rule
+        fired); a sink with a ``finish(status, error)`` method (a
         :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
         nothing.
         """
@@ -601,6 +628,22 @@ class InertiaTracker:
             value = closure()
         return _as_scalar_tensor("closure()", value)
 
+    def _on_diverging(self, k: int) -> None:  # issue 9
+        rule = self._divergence.rule if self._divergence is not None else _DEFAULT_RULE
+        if self.status == "running":
+            self.status = "diverging"
+        for sink in self.sinks:
+            mark = getattr(sink, "diverging", None)
+            if callable(mark):
+                mark(k)
+        warnings.warn(
+            f"the run is diverging at step {k}: its inertia rose at each of the last {rule.window} "
+            f"recorded rows, by a factor >= {rule.growth:g}, above where it started "
+            f"(inertia.track.divergence; divergence=None turns this off)",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
         if self.nan_policy == "raise":
@@ -639,7 +682,8 @@ class InertiaTracker:
         )
         hps = {j: self._hooks[j].hps for j in steps}
         restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)  # issue 14
-        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted))
+        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted, self._skipped))
+        self._skipped = 0
 
     def _merge_hparams(self, vec: list[float], n_loss: int, e: _Staged) -> list[float]:
         """Sharded layout: fill each step's unknown hyper-parameters from the all-reduced block
@@ -670,10 +714,32 @@ class InertiaTracker:
         self, j: int, hps: list[dict[str, float]], sums: list[dict[str, float]], prev: list[StepTerms] | None
     ) -> list[StepTerms]:
         fresh = self.fresh and j == 0
+        paired = self._paired(j, prev)  # issue 9
         return [
-            self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
+            self.mapping.assemble(hp, s, *paired[i])
+            if paired
+            else self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
             for i, (hp, s) in enumerate(zip(hps, sums, strict=True))
         ]
+
+    def _paired(self, j: int, prev: list[StepTerms] | None) -> list[tuple[StepTerms | None, bool]] | None:
+        """Issue 9: ``(previous terms, fresh)`` for each group of step ``j`` when the optimizer's
+        groups changed since step ``j - 1`` (``add_param_group``, a group removed): a group is
+        paired with its own previous terms; a new group starts at rest (``fresh``). ``None``
+        when the groups did not change."""
+        now, before = self._group_ids.get(j), self._group_ids.get(j - 1)
+        if prev is None or now is None or before is None or now == before:
+            return None
+        by_id = dict(zip(before, prev, strict=True))
+        return [(by_id.get(g), g not in by_id) for g in now]
+
+    def _dropped(self, j: int, prev: list[StepTerms] | None) -> float:
+        """Issue 9: minus the kinetic energy of the groups step ``j - 1`` had and step ``j`` has
+        not (removed from the optimizer: their momentum is gone, booked like a restart)."""
+        now, before = self._group_ids.get(j), self._group_ids.get(j - 1)
+        if prev is None or now is None or before is None or now == before:
+            return 0.0
+        return -sum(t.kinetic for g, t in zip(before, prev, strict=True) if g not in set(now))
 
     def _row(self, e: _Staged, vec: list[float]) -> dict[str, Any]:
         """The row of a staged entry from its host floats (:func:`inertia.ledger.ledger_row`)."""
@@ -696,6 +762,7 @@ class InertiaTracker:
             if prev is not None and not reused and k - 2 in e.restarted:  # issue 14
                 prev = _at_rest(prev)
             terms = self._assemble(k - 1, e.hps[k - 1], by_step[k - 1], prev)
+            restart += self._dropped(k - 1, prev)  # issue 9: a removed group's kinetic energy
             # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
             if k - 1 in e.restarted:
                 restart = -sum(t.kinetic for t in terms)
@@ -712,6 +779,7 @@ class InertiaTracker:
             maximize=self._maximize,
             finite=finite,
             restart=restart,
+            skipped=e.skipped,
         )
 
 
