@@ -576,8 +576,18 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default="runs/bench/optimizers.json", help="JSON output (CSV/PNG next to it)"
     )
     parser.add_argument("--threads", type=_common.positive_int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--tables-from",
+        metavar="JSON",
+        default=None,
+        help="only (re)write the CSV tables and the figure of a finished or partial JSON, next to it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.tables_from:
+        for path in write_tables(json.loads(Path(args.tables_from).read_text()), Path(args.tables_from)):
+            log.info("wrote %s", path)
+        return 0
     if not _common.available("torch", "sklearn"):
         _common.emit({"benchmark": "optimizers", "skipped": _common.SKIPPED_TORCH}, args.out)
         return 0
