@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test verify lint typecheck bench clean setup
+.PHONY: demo test verify lint typecheck bench bench-gpu clean setup
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ typecheck: $(STAMP)
 # most of an hour on 2 cores; `--only` picks a subset), one long path against diffrax (~5 min),
 # energy error per gradient against scipy and diffrax (~2 min), the scaling table (~3 min), and
 # B1 on a GPU (skips without CUDA), and energy restarts and FIRE against tuned baselines (~30 min).
+# The tracker on a GPU (issue 8): transformer and MLP, SGD and AdamW, about 6 minutes on an H100/H200
+bench-gpu: $(STAMP)
+	mkdir -p runs/bench
+	for m in transformer mlp; do for o in sgd adamw; do \
+	  $(BIN)/python benchmarks/tracker_overhead.py --device cuda --model $$m --optimizer $$o --blocks 12 \
+	    --out runs/bench/tracker_overhead_cuda_$${m}_$${o}.json || exit 1; done; done
+
 bench: $(STAMP)
 	mkdir -p runs/bench
 	$(BIN)/python benchmarks/tracker_overhead.py --out runs/bench/tracker_overhead.json

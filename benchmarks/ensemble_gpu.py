@@ -26,7 +26,13 @@ Variants (``--variants``, comma-separated; all by default):
   warm-up's 10 steps compile the chunks of 8 and 2; the timed ``n_steps`` = 200 runs 25 chunks
   of 8); it had not yet been measured on a GPU when this was written;
 * ``simulate_save_every``: the same with ``save_every=--save-every`` (default 10): ``kinetic``,
-  ``potential``, ``inertia`` of every path recorded every 10 steps;
+  ``potential``, ``inertia`` of every path recorded every 10 steps (issue 11: the chunk's graph
+  returns the kinetic and potential energy of its last state, so a saved step costs no extra
+  pass over the state and no extra host synchronisation);
+* both ``simulate`` variants also time one run of ``2 n_steps`` after their repeats: with the
+  median ``t(n)`` of ``n_steps`` that gives ``fixed_cost_s = 2 t(n) - t(2n)`` (the cost per call
+  that does not grow with the steps) and ``marginal_element_steps_per_s = N d n / (t(2n) - t(n))``,
+  and they report the kernel that ran (``kernel``: ``fused_cuda`` on CUDA);
 * ``eager``: the baseline. The hand-written in-place BAOAB loop of ``ensemble_b1.py``'s
   ``runner_hand_torch`` on the device (``addcmul_``/``add_``/``mul_`` on preallocated buffers,
   noise by ``Tensor.normal_`` from a device ``torch.Generator``): about 7 kernels per step;
@@ -77,6 +83,14 @@ discrete_expected_inertia``: BAOAB for ours, Euler-Maruyama for ``diffrax_euler`
 discrete law is not available in closed form; its O(dt^2) bias may show at a million paths). All
 variants simulate the same SDE: ``|z_score|`` of a few at most. The reference values are in
 ``reference_mean_inertia_end``.
+
+Issue 11's goals are stated too (``issue11_*``): at ``N = 1e6``, simulate ``>= 3.5e11``, ``>= 2.2x``
+diffrax Euler, ``>= 1.3x`` the one-step bound, saving every 10 steps ``>= 0.8x`` saving at the end,
+a fixed cost ``<= 10 ms``; at ``N = 1e5``, ``>= 1.5e11``. The prepared check for a short device
+lease (one command, about 4-6 minutes on one H100/H200: the five variants it needs at ``N = 1e6``)::
+
+    PYTHONPATH=src:.devsite PYTHONUNBUFFERED=1 python3 benchmarks/ensemble_gpu.py --n-paths 1000000 \\
+        --variants simulate,simulate_save_every,eager,compiled_10,diffrax_euler --out $OUT/gpu11.json
 
 Ratios (per size, of medians): ``simulate_over_eager``, ``simulate_over_best_diffrax`` (the faster
 of the two diffrax solvers), ``compiled_1_over_eager``, ``compiled_10_over_eager``,
@@ -138,6 +152,13 @@ SKIPPED_NO_CUDA = "skipped: no CUDA device"
 SKIPPED_JAX_NO_GPU = "skipped: jax has no GPU here"
 GOAL_RATE = 1.5e11
 GOAL_OVER_DIFFRAX = 3.0
+#: issue 11 (per n_paths where it names one): simulate's rate, its ratio to diffrax Euler and to
+#: the one-step bound, saving every 10 steps against saving at the end, the fixed cost per call
+GOAL11_RATE = {1_000_000: 3.5e11, 100_000: 1.5e11}
+GOAL11_OVER_EULER = 2.2
+GOAL11_OVER_BOUND = 1.3
+GOAL11_SAVE_EVERY = 0.8
+GOAL11_FIXED_COST_S = 0.010
 BYTES_PER_ELEMENT_STEP = 16  # theta and v, float32, read and written once per step
 DEFAULTS = {  # per device: n_paths, n_steps, copy MiB
     "cuda": ([100_000, 1_000_000], 200, 1024),
@@ -284,6 +305,7 @@ def torch_worker(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
         torch.manual_seed(args.seed)
         fused = torch.compile(steps, dynamic=False, mode=args.compile_mode)
     out = []
+    kernels: set[str] = set()
     for n in args.n_paths:
         compile_s = None
         if name.startswith("simulate"):
@@ -302,6 +324,7 @@ def torch_worker(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
                     seed=args.seed,
                     save_every=every,
                 )
+                kernels.add(traj.config["kernel"])
                 return traj.theta, traj.v
 
         elif name == "eager":
@@ -351,7 +374,16 @@ def torch_worker(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
             walls.append(time.perf_counter() - t0)
         mean, sem = _energy_stats(theta.float(), v.float(), lam)
         del theta, v
-        out.append(_row(n, walls, warmup_s, compile_s, mean, sem))
+        row = _row(n, walls, warmup_s, compile_s, mean, sem)
+        if name.startswith("simulate"):
+            # twice the steps, once: with the median of n_steps it gives the fixed cost per call
+            sync()
+            t0 = time.perf_counter()
+            run(2 * args.n_steps)
+            sync()
+            row["wall_s_double"] = time.perf_counter() - t0
+            row["kernel"] = sorted(kernels)
+        out.append(row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return out
@@ -506,8 +538,20 @@ def summarise(
     mean = statistics.median(row["mean_inertia_end"] for row in rows)
     sem = statistics.median(row["sem_inertia_end"] for row in rows)
     compile_s = [row["compile_s"] for row in rows if row["compile_s"] is not None]
+    fixed: dict[str, Any] = {}
+    doubles = [row["wall_s_double"] for row in rows if row.get("wall_s_double") is not None]
+    if doubles:
+        t1 = statistics.median(statistics.median(row["wall_s"]) for row in rows)
+        t2 = statistics.median(doubles)
+        fixed = {
+            "kernel": sorted({k for row in rows for k in row.get("kernel", [])}),
+            "wall_s_double_steps": t2,
+            "fixed_cost_s": 2.0 * t1 - t2,
+            "marginal_element_steps_per_s": work / (t2 - t1) if t2 > t1 else None,
+        }
     return {
         "status": "ok",
+        **fixed,
         "element_steps_per_s": common.stats(rates),
         "best_repeat_element_steps_per_s": max(all_rates),
         "fraction_of_bound": common.ratio(med, bound),
@@ -646,6 +690,43 @@ def main(argv: list[str] | None = None) -> int:
             "save_every_over_simulate": common.ratio(med("simulate_save_every"), med("simulate")),
         }
         where = f"{args.device}, n_paths={n}"
+        sim = per.get("simulate") or {}
+        euler = med("diffrax_euler")
+        issue11 = {
+            f"issue11_simulate_rate_{key}": (
+                f"{where}: simulate element-steps/s (issue 11)",
+                med("simulate"),
+                GOAL11_RATE.get(n),
+                False,
+            ),
+            f"issue11_simulate_over_diffrax_euler_{key}": (
+                f"{where}: simulate / diffrax Euler",
+                common.ratio(med("simulate"), euler),
+                GOAL11_OVER_EULER,
+                False,
+            ),
+            f"issue11_simulate_over_bound_{key}": (
+                f"{where}: simulate / one-step bandwidth bound",
+                sim.get("fraction_of_bound"),
+                GOAL11_OVER_BOUND,
+                False,
+            ),
+            f"issue11_save_every_over_simulate_{key}": (
+                f"{where}: simulate saving every {args.save_every} steps / saving at the end",
+                ratios[key]["save_every_over_simulate"],
+                GOAL11_SAVE_EVERY,
+                False,
+            ),
+            f"issue11_fixed_cost_{key}": (
+                f"{where}: simulate's fixed cost per call (s), {args.n_steps} vs {2 * args.n_steps} steps",
+                sim.get("fixed_cost_s"),
+                GOAL11_FIXED_COST_S,
+                True,
+            ),
+        }
+        for goal_key, (label, value, target, at_most) in issue11.items():
+            if target is not None:
+                goals[goal_key] = common.goal(label, value, target, at_most=at_most)
         goals[f"simulate_rate_{key}"] = common.goal(
             f"{where}: simulate element-steps/s", med("simulate"), GOAL_RATE, at_most=False
         )
@@ -695,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"  {frac:.2f} of bound" if frac is not None else "")
                 + (f"  compile {r['compile_s_median']:.1f} s" if r["compile_s_median"] is not None else "")
                 + f"  E[I_end] {r['mean_inertia_end']:.5g}"
+                + (f"  fixed {r['fixed_cost_s'] * 1e3:.1f} ms" if r.get("fixed_cost_s") is not None else "")
                 + (f" (z {z:+.1f})" if z is not None else ""),
                 file=sys.stderr,
             )

@@ -1,7 +1,7 @@
 """Render the reports of a short, a long and a diverging tracked run, and screenshot them.
 
 The readability check of the tracked-run report (issue 9, item 7): three runs of the
-``inertia track`` job (:func:`inertia.track.train.run_track`) are trained and reported:
+``inertia track`` job (:func:`inertia.track_run.run_track`) are trained and reported:
 
 * ``short``: one epoch in batches of 64 (22 rows);
 * ``long``: about 20,000 steps (batches of 8, cosine schedule), one row per step;
@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from inertia.track.train import TrackConfig, run_track
+from inertia.track_run import TrackConfig, run_track
 
 N_TRAIN = 1347  # training digits (test_size 0.25)
 
@@ -84,6 +84,7 @@ def main() -> None:
             "status": result.status,
             "rows": result.n_rows,
             "first_nonfinite_step": result.first_nonfinite_step,
+            "diverging_step": result.diverging_step,
             "seconds": round(time.perf_counter() - t0, 2),
             "report": str(result.report),
             "screenshot": str(shot) if taken else None,

@@ -36,6 +36,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "ddp_nesterov_exact": dict(
         wrap="ddp", opt="sgd", kw=dict(lr=0.05, momentum=0.8, nesterov=True), mode="exact"
     ),
+    # rows fetched 4 at a time: one all-reduce per flush, none in between (issue 8)
+    "ddp_sgd_flush4": dict(wrap="ddp", opt="sgd", kw=dict(lr=0.05, momentum=0.9), n_steps=10, flush_every=4),
     "zero_sgd": dict(wrap="zero", opt="sgd", kw=dict(lr=0.05, momentum=0.9, weight_decay=1e-2)),
     "zero_adam_every3": dict(wrap="zero", opt="adam", kw=dict(lr=0.02), every=3, n_steps=10),
     # two groups, the second holding one small tensor: one rank owns nothing of it
@@ -222,6 +224,7 @@ def run_scenario(
         nan_policy=spec.get("nan_policy", "raise"),
         sinks=sinks,
         process_group=group,
+        flush_every=spec.get("flush_every"),
     )
     nan_rank, nan_step, nan_how = spec.get("nan", (None, None, None))
     out: dict[str, Any] = {"layout": tracker.layout, "calls": [], "raised_at": None, "stopped_at": None}

@@ -8,7 +8,9 @@ run with the hand-written one, and the hand-written one with the optimizer's own
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,3 +126,20 @@ class MemoryLogger:
 def finite_max(values: Any) -> float:
     """The largest absolute finite value (row 0 has NaN ledger terms)."""
     return max((abs(float(v)) for v in values if math.isfinite(float(v))), default=0.0)
+
+
+def run_ddp_job(command: Sequence[str], out: Path) -> list[list[Any]]:
+    """Run a 2-process CPU job (``command`` launches both ranks) with ``src/`` and ``tests/`` on
+    the path; fail with its stderr if it fails; return each rank's final parameters
+    (``<out>/rank<r>.pt``) after checking that the ranks agree bit for bit."""
+    import subprocess
+
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent / "src"), str(here)])}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(list(command), env=env, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(*ranks, strict=True))
+    return ranks

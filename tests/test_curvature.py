@@ -83,6 +83,11 @@ def test_dense_eigenvalues_and_hvp() -> None:
     assert np.allclose(curvature.eigenvalues(f, [w]), exact, rtol=1e-12)
     v = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
     assert torch.allclose(curvature.hvp(f, [w], [v])[0], a @ v, rtol=1e-12)
+    # power control: a perturbed matrix and perturbed eigenvalues are caught
+    assert not torch.allclose(
+        curvature.hvp(f, [w], [v])[0], (a + 1e-6 * torch.eye(3, dtype=F64)) @ v, rtol=1e-12
+    )
+    assert not np.allclose(curvature.eigenvalues(f, [w]), exact * (1 + 1e-9), rtol=1e-12, atol=0)
 
 
 def test_lanczos_reports_non_convergence() -> None:
@@ -300,6 +305,11 @@ def test_sgd_preconditioner_is_identity() -> None:
     opt.step()
     got = curvature.top_eigenvalues(lambda: 0.5 * (a * w * w).sum(), [w], k=1, preconditioner=opt)
     assert np.allclose(got, [4.0], rtol=1e-10)
+    # power control: an Adam state on the same parameter does precondition (a different number)
+    adam = torch.optim.Adam([w], lr=0.1)
+    adam.step()
+    pre = curvature.top_eigenvalues(lambda: 0.5 * (a * w * w).sum(), [w], k=1, preconditioner=adam)
+    assert not np.allclose(pre, [4.0], rtol=1e-3)
 
 
 # ------------------------------------------------------------------ thresholds

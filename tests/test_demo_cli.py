@@ -21,7 +21,7 @@ import pytest
 from inertia.cli import main
 from inertia.runs import read_manifest, read_table
 
-SECTIONS = ("frictionless", "damped", "heating", "langevin", "network", "integrators", "restart")
+SECTIONS = ("frictionless", "damped", "heating", "langevin", "network", "integrators", "restart", "stability")
 FIGURES = (
     "frictionless",
     "damped_energies",
@@ -34,6 +34,8 @@ FIGURES = (
     "integrators_convergence",
     "restart_inertia",
     "restart_ledger",
+    "stability_gd",
+    "stability_momentum",
 )
 TABLES = (
     "frictionless",
@@ -44,6 +46,7 @@ TABLES = (
     "integrators_drift",
     "integrators_convergence",
     "restart",
+    "stability",
     *(f"{s}_summary" for s in SECTIONS),
 )
 
@@ -159,6 +162,17 @@ def test_demo_summaries_agree_with_the_laws(quick_run: QuickRun) -> None:
     assert booked["measured"] == booked["predicted"] > 0
     plain = _row(restart, "plain (lr = 0.5, mu = 0.99): inertia decay")
     assert abs(plain["measured"] - 0.99) < 2e-3
+    stab = _summary(run, "stability")
+    assert _row(stab, "GD lr=0.5: stability threshold")["measured"] == pytest.approx(4.0)
+    assert _row(stab, "Adam lr=0.01: stability threshold")["measured"] == pytest.approx(3800.0)
+    # GD at lr = 0.5 starts near its edge: warned at the first sharpness step, and 1/2 dtheta^T H
+    # dtheta matches the ledger's curvature work B to a few percent
+    assert _row(stab, "GD lr=0.5: first step with sharpness >= 0.9 threshold (the warning)")["measured"] == 20
+    for run_name in ("GD lr=0.1", "GD lr=0.5", "Adam lr=0.01"):
+        assert (
+            _row(stab, f"{run_name}: median |1/2 dtheta^T H dtheta / B - 1| at sharpness steps")["measured"]
+            < 0.05
+        )
 
 
 def test_demo_refuses_a_non_empty_out(quick_run: QuickRun) -> None:

@@ -142,11 +142,13 @@ def test_rename_noreplace_never_replaces(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- races
 
 
+_TRAJS: list[inertia.Trajectory] = []
+
+
 def _saver(path: str, k: int, start: object, out: object) -> None:
-    traj = inertia.simulate(potentials.Quadratic([0.5, 2.0]), [float(k + 1), 0.0], dt=0.05, n_steps=200)
     start.wait()  # type: ignore[attr-defined]
     try:
-        traj.save(path)
+        _TRAJS[k].save(path)  # computed before the fork: the child only writes
         out.put((k, "ok"))  # type: ignore[attr-defined]
     except FileExistsError as exc:
         out.put((k, f"FileExistsError: {exc}"))  # type: ignore[attr-defined]
@@ -159,6 +161,13 @@ def test_concurrent_saves_one_winner_and_no_silent_loss(tmp_path: Path, suffix: 
     FileExistsError."""
     ctx = mp.get_context("fork")
     n_trials, n_procs = 4, 4
+    if not _TRAJS:
+        pot = potentials.Quadratic([0.5, 2.0])
+        _TRAJS.extend(
+            inertia.simulate(pot, [k + 1.0, 0.0], dt=0.05, n_steps=200, fast=False)
+            for k in range(n_procs)
+            for k in range(n_procs)
+        )
     for trial in range(n_trials):
         path = tmp_path / f"t{trial}{suffix}"
         start, out = ctx.Event(), ctx.Queue()

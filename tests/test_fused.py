@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 import inertia
-from inertia import dynamics, potentials
-from inertia.integrators import fused, inplace
+from inertia import dynamics, kernels, potentials
+from inertia.integrators import fused
 
 torch = pytest.importorskip("torch")
 
@@ -102,15 +102,17 @@ def test_chunks_and_saved_steps(
 def test_only_listed_devices_are_fused(monkeypatch: pytest.MonkeyPatch) -> None:
     args = dict(mass=1.0, friction=dynamics.as_friction(0.5), sigma=0.1, dt=0.1, t0=0.0)
     x = torch.ones((3, LAM.size), dtype=torch.float64)
-    plain = inplace.make_kernel("baoab", potentials.Quadratic(LAM), x, x, **args)  # type: ignore[arg-type]
+    plain = kernels.ensemble_kernel("baoab", potentials.Quadratic(LAM), x, x, **args)  # type: ignore[arg-type]
     # CPU tensors: not torch.compile-fused by default (the numba CpuNoisyKernel with numba installed)
     assert plain is not None and not isinstance(plain, fused.FusedKernel)
     monkeypatch.setattr(fused, "FUSED_DEVICE_TYPES", ("cpu",))
-    kernel = inplace.make_kernel("baoab", potentials.Quadratic(LAM), x, x, **args)  # type: ignore[arg-type]
+    kernel = kernels.ensemble_kernel("baoab", potentials.Quadratic(LAM), x, x, **args)  # type: ignore[arg-type]
     assert isinstance(kernel, fused.FusedKernel)
-    assert inplace.make_kernel("baoab", potentials.Quadratic(LAM), x.numpy(), x.numpy(), **args) is not None
+    assert (
+        kernels.ensemble_kernel("baoab", potentials.Quadratic(LAM), x.numpy(), x.numpy(), **args) is not None
+    )
     assert not isinstance(
-        inplace.make_kernel("baoab", potentials.Quadratic(LAM), x.numpy(), x.numpy(), **args),  # type: ignore[arg-type]
+        kernels.ensemble_kernel("baoab", potentials.Quadratic(LAM), x.numpy(), x.numpy(), **args),  # type: ignore[arg-type]
         fused.FusedKernel,
     )
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import inertia
-from inertia import dynamics, potentials
+from inertia import dynamics, kernels, potentials
 from inertia.integrators import compiled, fused, fused_cpu, inplace
 
 torch = pytest.importorskip("torch")
@@ -193,7 +193,7 @@ def test_divergence_matches_the_generic_loop(
 
 def kernel_for(x: Any, sigma: float = 0.0) -> Any:
     args = dict(mass=1.0, friction=dynamics.as_friction(0.5), sigma=sigma, dt=0.1, t0=0.0)
-    return inplace.make_kernel("baoab", potentials.Quadratic(LAM), x, x, **args)  # type: ignore[arg-type]
+    return kernels.ensemble_kernel("baoab", potentials.Quadratic(LAM), x, x, **args)  # type: ignore[arg-type]
 
 
 def test_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:

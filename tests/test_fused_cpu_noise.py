@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import inertia
-from inertia import _backend, potentials
+from inertia import _backend, kernels, potentials
 from inertia.integrators import compiled, fused_cpu, inplace
 
 torch = pytest.importorskip("torch")
@@ -127,9 +127,9 @@ def test_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     args = dict(mass=1.0, friction=inertia.dynamics.as_friction(0.5), sigma=0.1, dt=0.1, t0=0.0)
     quad = potentials.Quadratic([0.5, 1.0, 2.0, 3.0])
     for arr in (x, x.astype(np.float32), torch.as_tensor(x), torch.as_tensor(x, dtype=torch.float32)):
-        assert type(inplace.make_kernel("baoab", quad, arr, arr, **args)) is fused_cpu.CpuNoisyKernel  # type: ignore[arg-type]
+        assert type(kernels.ensemble_kernel("baoab", quad, arr, arr, **args)) is fused_cpu.CpuNoisyKernel  # type: ignore[arg-type]
     monkeypatch.setattr(compiled, "available", lambda: False)
-    assert type(inplace.make_kernel("baoab", quad, x, x, **args)) is inplace.InplaceKernel  # type: ignore[arg-type]
+    assert type(kernels.ensemble_kernel("baoab", quad, x, x, **args)) is inplace.InplaceKernel  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="noisy"):
         fused_cpu.CpuNoisyKernel("baoab", np.ones(4), x, x, **{**args, "sigma": 0.0})  # type: ignore[arg-type]
 
@@ -163,7 +163,7 @@ def test_kinetic_after_a_step_is_the_recomputed_one() -> None:
     args = dict(
         mass=[1.0, 2.0, 0.5, 3.0], friction=inertia.dynamics.as_friction(0.5), sigma=0.3, dt=0.1, t0=0.0
     )
-    kernel = inplace.make_kernel("leapfrog", potentials.Quadratic([0.5, 1.0, 2.0, 3.0]), x, x, **args)  # type: ignore[arg-type]
+    kernel = kernels.ensemble_kernel("leapfrog", potentials.Quadratic([0.5, 1.0, 2.0, 3.0]), x, x, **args)  # type: ignore[arg-type]
     assert type(kernel) is fused_cpu.CpuNoisyKernel
     kernel.noise = _backend.NoiseStream(3, kernel.noise_keys(0, 2), kernel.theta)
     with kernel.noise:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import inertia
-from inertia import _backend, dynamics, potentials
+from inertia import _backend, dynamics, kernels, potentials
 from inertia._backend import NoiseStream, block_rows, normal, normal_into
 from inertia.integrators import compiled, inplace
 
@@ -133,7 +133,7 @@ def test_the_fast_path_is_taken() -> None:
 
 def test_unsupported_runs_take_the_generic_loop() -> None:
     assert (
-        inplace.make_kernel(
+        kernels.ensemble_kernel(
             "baoab",
             potentials.Quadratic(matrix=np.eye(2)),
             np.ones((2, 2)),
@@ -147,7 +147,7 @@ def test_unsupported_runs_take_the_generic_loop() -> None:
         is None
     )
     assert (
-        inplace.make_kernel(
+        kernels.ensemble_kernel(
             "baoab",
             potentials.DoubleWell(2),
             np.ones((2, 2)),
@@ -162,7 +162,7 @@ def test_unsupported_runs_take_the_generic_loop() -> None:
     )
     half = np.ones((2, 4), dtype=np.float16)
     assert (
-        inplace.make_kernel(
+        kernels.ensemble_kernel(
             "baoab",
             potentials.Quadratic(LAM),
             half,

@@ -37,7 +37,9 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_default_location_is_kind_and_start_time(tmp_path: Path, frozen_clock: None) -> None:
     run = create_run("demo", root=tmp_path / "runs")
     assert run.path == tmp_path / "runs" / "demo-20260102-030405"
-    assert run.path.is_dir() and not any(run.path.iterdir())
+    # the directory appears with its manifest already in it (no crash window), nothing else
+    assert run.path.is_dir() and sorted(p.name for p in run.path.iterdir()) == ["manifest.json"]
+    assert read_manifest(run.path)["status"] == "running"
     assert run.kind == "demo"
     assert run.started.startswith("2026-01-02T03:04:05")
 
@@ -111,7 +113,7 @@ def test_file_names_cannot_leave_the_run_directory(tmp_path: Path, name: str) ->
         run.write_text(name, "x")
     with pytest.raises(ValueError, match="must be a plain name"):
         read_table(run.path, name)
-    assert not any(run.path.iterdir())
+    assert [p.name for p in run.path.iterdir()] == ["manifest.json"]
 
 
 def test_manifest_contents(tmp_path: Path) -> None:
@@ -144,7 +146,7 @@ def test_manifest_write_is_atomic_when_serialisation_fails(tmp_path: Path) -> No
     run = create_run("demo", root=tmp_path)
     run.write_manifest({"seed": 1})
     before = _snapshot(run.path)
-    with pytest.raises(TypeError, match="JSON-serialisable"):
+    with pytest.raises(TypeError, match=r"`data\[.bad.\]` must be a JSON value"):
         run.write_manifest({"seed": 2, "bad": object()})
     assert _snapshot(run.path) == before
     with pytest.raises(ValueError):  # NaN is not JSON

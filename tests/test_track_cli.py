@@ -18,8 +18,8 @@ import pytest
 from inertia import plots
 from inertia.cli import main
 from inertia.runs import read_history, read_manifest, read_rows, read_table
-from inertia.track import COLUMNS, InertiaTracker, NonFiniteError, RunLog
-from inertia.track.train import TrackConfig, run_track
+from inertia.track import COLUMNS, DivergenceWarning, InertiaTracker, NonFiniteError, RunLog
+from inertia.track_run import TrackConfig, run_track
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("energies", "ledger", "residual")
@@ -220,7 +220,8 @@ DIVERGE = [*QUICK, "--lr", "10", "--activation", "relu"]
 
 def test_nan_policy_raise_keeps_the_rows_and_exits_1(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rc, stdout, stderr = _run(["track", *DIVERGE, "--nan-policy", "raise", "--out", str(out)])
+    with pytest.warns(DivergenceWarning):  # the blow-up is flagged before it turns non-finite
+        rc, stdout, stderr = _run(["track", *DIVERGE, "--nan-policy", "raise", "--out", str(out)])
     assert rc == 1 and "non-finite" in stderr and str(out) in stdout
     m = read_manifest(out)
     bad = m["first_nonfinite_step"]
@@ -234,12 +235,23 @@ def test_nan_policy_raise_keeps_the_rows_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_nan_policy_stop_and_flag(tmp_path: Path) -> None:
-    rc, stdout, _ = _run(["track", *DIVERGE, "--nan-policy", "stop", "--out", str(tmp_path / "stop")])
+    with pytest.warns(DivergenceWarning):
+        rc, stdout, _ = _run(["track", *DIVERGE, "--nan-policy", "stop", "--out", str(tmp_path / "stop")])
     assert rc == 0 and "status stopped" in stdout
     stop = read_manifest(tmp_path / "stop")
     assert stop["status"] == "stopped" and stop["n_rows"] == stop["first_nonfinite_step"] + 1
-    rc, stdout, _ = _run(["track", *DIVERGE, "--nan-policy", "flag", "--out", str(tmp_path / "flag")])
-    assert rc == 0 and "status complete" in stdout
+    flagged = [
+        "track",
+        *DIVERGE,
+        "--nan-policy",
+        "flag",
+        "--allow-divergence",
+        "--out",
+        str(tmp_path / "flag"),
+    ]
+    with pytest.warns(DivergenceWarning):
+        rc, stdout, _ = _run(flagged)
+    assert rc == 0 and "status diverging" in stdout  # it blew up before its losses turned NaN
     flag = read_manifest(tmp_path / "flag")
     assert flag["n_rows"] == N_ROWS and flag["first_nonfinite_step"] == stop["first_nonfinite_step"]
     df = read_history(tmp_path / "flag")
@@ -248,7 +260,7 @@ def test_nan_policy_stop_and_flag(tmp_path: Path) -> None:
 
 def test_run_track_raises_after_writing(tmp_path: Path) -> None:
     cfg = TrackConfig(epochs=1, batch_size=64, lr=10.0, activation="relu")
-    with pytest.raises(NonFiniteError, match="keeps every row up to it"):
+    with pytest.raises(NonFiniteError, match="keeps every row up to it"), pytest.warns(DivergenceWarning):
         run_track(cfg, tmp_path / "run", progress=False, report=False)
     m = read_manifest(tmp_path / "run")
     assert m["status"] == "failed" and len(read_history(tmp_path / "run")) == m["first_nonfinite_step"] + 1

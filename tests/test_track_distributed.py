@@ -135,6 +135,20 @@ def test_one_all_reduce_per_recorded_row(main_job: Any, name: str) -> None:
     assert_one_all_reduce_per_row([r[name] for r in main_job[1]])
 
 
+def test_one_all_reduce_per_flush(main_job: Any) -> None:
+    """With ``flush_every=4`` the rows stay on the device and travel 4 at a time: one
+    all-reduce at every 4th recorded row (the rest at ``close``), and the same values."""
+    name = "ddp_sgd_flush4"
+    ref = _reference(name)["rows"]
+    per_rank = [r[name] for r in main_job[1]]
+    for res in per_rank:
+        assert_rows_close(res["rows"], ref)
+        assert len(res["rows"]) == 10
+        expected = [{"all_reduce": 1} if (k + 1) % 4 == 0 else {} for k in range(len(res["calls"]))]
+        assert res["calls"] == expected
+    assert_ranks_identical(per_rank)
+
+
 # ------------------------------------------------------------------ sharded (ZeRO, FSDP2)
 
 

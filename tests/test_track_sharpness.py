@@ -32,6 +32,15 @@ def _one_thread() -> object:
     torch.set_num_threads(threads)
 
 
+def _step(opt: torch.optim.Optimizer, tracker: InertiaTracker, f: object) -> None:
+    """One full-batch step and its record (with the closure ``f``)."""
+    opt.zero_grad()
+    loss = f()  # type: ignore[operator]
+    loss.backward()
+    opt.step()
+    tracker.record(loss, f)  # type: ignore[arg-type]
+
+
 def _quadratic_run(
     make: object, n_steps: int, every: int = 1, sharpness_every: int = 3, **kw: object
 ) -> tuple:
@@ -116,11 +125,7 @@ def test_rmsprop_groups_and_weight_decay_mlp_against_dense() -> None:
         return torch.nn.functional.mse_loss(net(x), y)
 
     def step() -> None:
-        opt.zero_grad()
-        loss = f()
-        loss.backward()
-        opt.step()
-        tracker.record(loss, f)
+        _step(opt, tracker, f)
 
     step()
     step()  # theta_2: row 2's sharpness is measured here (at the record of step 1)
@@ -255,11 +260,7 @@ def test_preconditioned_matches_curvature_module() -> None:
         return torch.nn.functional.mse_loss(net(x), y)
 
     def step() -> None:
-        opt.zero_grad()
-        loss = f()
-        loss.backward()
-        opt.step()
-        tracker.record(loss, f)
+        _step(opt, tracker, f)
 
     for _ in range(3):
         step()
@@ -268,3 +269,46 @@ def test_preconditioned_matches_curvature_module() -> None:
     step()
     assert tracker.rows[3]["sharpness"] == pytest.approx(float(ref[0]), rel=1e-6)
     assert abs(plain[0] - ref[0]) > 1e-2 * abs(ref[0])  # power control
+
+
+def test_cli_track_sharpness_every(tmp_path: object) -> None:
+    """``inertia track --sharpness-every N`` writes the columns, the figure and the section."""
+    import contextlib
+    import io
+
+    from inertia.cli import main
+    from inertia.runs import read_history
+    from inertia.track_run import TrackConfig
+
+    out = tmp_path / "run"  # type: ignore[operator]
+    argv = ["track", "--epochs", "1", "--batch-size", "256", "--sharpness-every", "2", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main([*argv, "--no-progress"]) == 0
+    hist = read_history(out)
+    assert set(SHARPNESS_COLUMNS) <= set(hist.columns)
+    sharp = hist.dropna(subset=["sharpness"])
+    assert list(sharp["step"]) == [s for s in hist["step"] if s and s % 2 == 0]
+    assert (sharp["n_hvp"] > 0).all() and np.allclose(hist["threshold"], 2 * 1.9 / 0.05)
+    assert (out / "sharpness.png").is_file() and 'id="sharpness"' in (out / "report.html").read_text()
+    with pytest.raises(ValueError, match="`sharpness_every` must be a multiple of `every` \\(2\\), got 3"):
+        TrackConfig(every=2, sharpness_every=3)
+
+
+def test_threshold_follows_the_rows_learning_rate_under_a_schedule() -> None:
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0, 0.5], dtype=F64))
+    opt = torch.optim.SGD([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    tracker = InertiaTracker(opt, sharpness_every=3, flush_every=4)
+
+    def f() -> torch.Tensor:
+        return 0.5 * (A * w * w).sum()
+
+    for _ in range(9):
+        _step(opt, tracker, f)
+        sched.step()
+    tracker.close()
+    hist = tracker.history
+    # row k books step k - 1, whose learning rate is the row's lr: the threshold is 2 / lr
+    np.testing.assert_allclose(hist["threshold"].iloc[1:], 2.0 / hist["lr"].iloc[1:], rtol=1e-14)
+    assert hist["lr"].nunique() > 2  # power control: the schedule did change the learning rate
+    np.testing.assert_allclose(hist["sharpness"].dropna(), 10.0, rtol=1e-6)

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a much smaller version (seconds), for tests and smoke checks"
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
-    demo.add_argument("--seed", type=int, default=0, help="base noise seed (default 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="base noise seed (default 0)")
 
     verify = sub.add_parser(
         "verify",
@@ -119,6 +119,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32 - 1] (what NumPy and scikit-learn accept)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text!r}")
+    return value
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
@@ -167,6 +178,15 @@ def _track_parser(sub: Any) -> None:
     )
     track.add_argument("--every", type=_positive_int, default=1, help="record every N-th step (default 1)")
     track.add_argument(
+        "--sharpness-every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="every N steps (a multiple of --every) add the top Hessian eigenvalue of the batch loss "
+        "(preconditioned for adam/adamw/rmsprop), its stability threshold and their ratio to the rows "
+        "(Lanczos on Hessian-vector products; default off)",
+    )
+    track.add_argument(
         "--scheduler",
         choices=("none", "step", "cosine"),
         default="none",
@@ -179,7 +199,9 @@ def _track_parser(sub: Any) -> None:
         help="on a NaN/inf loss or state: raise (end the run, exit 1), flag (record and go on), stop "
         "(record and end cleanly); the rows keep the NaN/inf values (default raise)",
     )
-    track.add_argument("--seed", type=int, default=0, help="split, initial weights, batch order (default 0)")
+    track.add_argument(
+        "--seed", type=_seed, default=0, help="split, initial weights, batch order (default 0)"
+    )
     track.add_argument(
         "--threads", type=_positive_int, default=1, help="torch threads while training (default 1)"
     )
@@ -191,6 +213,12 @@ def _track_parser(sub: Any) -> None:
         help="run directory; must not exist or be empty (default: runs/track-<YYYYmmdd-HHMMSS>)",
     )
     track.add_argument("--no-progress", action="store_true", help="no progress bar")
+    track.add_argument(
+        "--allow-divergence",
+        action="store_true",
+        help="exit 0 even when the run is flagged as diverging (its inertia grows geometrically "
+        "while staying finite; status 'diverging'); without it such a run exits 1",
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -202,7 +230,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"inertia demo: error: argument --out: {exc}", file=sys.stderr)
         return 2
-    path = run_demo(out=run.path, progress=not args.no_progress, quick=args.quick, seed=args.seed)
+    path = run_demo(out=run, progress=not args.no_progress, quick=args.quick, seed=args.seed)
     print(f"run directory: {path}")
     print(f"report:        {path / 'report.html'}")
     return 0
@@ -282,7 +310,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     from inertia.runs import create_run
 
     try:
-        from inertia.track.train import TrackConfig, run_track
+        from inertia.track_run import TrackConfig, run_track
     except ImportError as exc:
         print(f"inertia track: error: needs torch and scikit-learn ({exc})", file=sys.stderr)
         return 2
@@ -298,6 +326,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             activation=args.activation,
             mode=args.mode,
             every=args.every,
+            sharpness_every=args.sharpness_every,
             scheduler=args.scheduler,
             nan_policy=args.nan_policy,
             seed=args.seed,
@@ -331,6 +360,13 @@ def _cmd_track(args: argparse.Namespace) -> int:
         f"status {result.status}: {result.n_rows} rows, test accuracy {result.test_accuracy:.4f}, "
         f"training {result.seconds:.1f} s{bad}"
     )
+    if result.status == "diverging" and not args.allow_divergence:  # issue 9
+        print(
+            f"inertia track: the run is diverging from step {result.diverging_step} (its inertia grows "
+            f"geometrically while staying finite); exit 1 (--allow-divergence: exit 0)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -338,6 +374,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from inertia.runs import read_manifest
 
     try:
+        if not args.run_dir.is_dir():
+            what = "a file" if args.run_dir.exists() else "missing"
+            raise FileNotFoundError(
+                f"RUN_DIR must be a run directory (holding manifest.json), got {str(args.run_dir)!r}, "
+                f"which is {what}"
+            )
         kind = read_manifest(args.run_dir).get("kind")
         if kind == "demo":
             from inertia.demo import render

@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from inertia import theory
+from inertia._validate import whole_number
 from inertia.integrators import METHODS
 from inertia.potentials import DoubleWell, Quadratic
 from inertia.report import Section, write_report
@@ -146,6 +147,10 @@ class DemoConfig:
     restart_lr: float = 0.5
     restart_momentum: float = 0.99
     restart_steps: int = 1200
+    stability_examples: int = 300
+    stability_hidden: int = 32
+    stability_steps: int = 600
+    stability_every: int = 25
 
 
 def demo_config(quick: bool = False, seed: int = 0) -> DemoConfig:
@@ -174,6 +179,9 @@ def demo_config(quick: bool = False, seed: int = 0) -> DemoConfig:
         },
         points=100,
         restart_steps=300,
+        stability_examples=100,
+        stability_steps=60,
+        stability_every=20,
     )
 
 
@@ -654,20 +662,27 @@ def _draw_langevin(t: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
 # e. a real network loss
 
 
+def _digits(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples of scikit-learn's bundled digits (a seeded subset), features standardised."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    idx = np.random.default_rng(seed).permutation(len(x))[:n]
+    x, y = x[idx], y[idx]
+    std = x.std(axis=0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0), y
+
+
 def _digits_mlp(cfg: DemoConfig) -> tuple[Any, Any, Any]:
     """(potential, module, (inputs, targets)) of the 64-h-10 tanh MLP on a digits subset."""
     try:
+        import sklearn  # noqa: F401
         import torch
-        from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - exercised only without the extras
         raise _Skip(f"needs torch and scikit-learn ({exc})") from exc
     from inertia.potentials import from_module
 
-    x, y = load_digits(return_X_y=True)
-    idx = np.random.default_rng(cfg.seed).permutation(len(x))[: cfg.mlp_examples]
-    x, y = x[idx], y[idx]
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    x, y = _digits(cfg.seed, cfg.mlp_examples)
     inputs = torch.tensor(x, dtype=torch.float64)
     targets = torch.tensor(y, dtype=torch.int64)
     with torch.random.fork_rng(devices=[]):  # leave the caller's torch RNG untouched
@@ -680,24 +695,12 @@ def _digits_mlp(cfg: DemoConfig) -> tuple[Any, Any, Any]:
 
 
 def _top_eigenvalue(pot: Any, theta: Any, seed: int = 0) -> float:
-    """Largest (algebraic) Hessian eigenvalue at ``theta``: Lanczos on Hessian-vector products.
+    """Largest (algebraic) Hessian eigenvalue at ``theta``: :func:`inertia.curvature.top_eigenvalues`
+    (Lanczos on Hessian-vector products)."""
+    from inertia import curvature
 
-    ``scipy.sparse.linalg.eigsh(which="LA")`` over a ``LinearOperator`` whose matvec is the
-    forward-over-reverse product ``H u = d/de grad L(theta + e u)`` (``torch.func.jvp``).
-    """
-    import torch
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
-    grad = torch.func.grad(pot.loss_fn)
-    d = int(theta.numel())
-
-    def matvec(u: np.ndarray) -> np.ndarray:
-        ut = torch.as_tensor(np.ascontiguousarray(u).reshape(-1), dtype=theta.dtype)
-        return torch.func.jvp(grad, (theta,), (ut,))[1].detach().numpy()
-
-    op = LinearOperator((d, d), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(d)
-    return float(eigsh(op, k=1, which="LA", v0=v0, tol=1e-8, return_eigenvectors=False)[0])
+    th = theta.detach().clone().requires_grad_(True)
+    return float(curvature.top_eigenvalues(lambda: pot.loss_fn(th), [th], k=1, tol=1e-8, seed=seed)[0])
 
 
 def _accuracy(pot: Any, net: Any, data: tuple[Any, Any], theta: Any) -> float:
@@ -1061,6 +1064,147 @@ def _draw_restart(t: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# h. the edge of stability (inertia.curvature, InertiaTracker(sharpness_every=n))
+
+
+def _stability_runs() -> dict[str, tuple[str, float, float]]:
+    """``run -> (optimizer, lr, momentum or beta1)``: full-batch gradient descent below and at
+    its threshold ``2 / eta``, heavy ball at ``2 (1 + mu) / eta``, Adam at ``38 / eta``."""
+    return {
+        "GD lr=0.1": ("sgd", 0.1, 0.0),
+        "GD lr=0.35": ("sgd", 0.35, 0.0),
+        "GD lr=0.5": ("sgd", 0.5, 0.0),
+        "heavy ball lr=0.8 mu=0.9": ("sgd", 0.8, 0.9),
+        "Adam lr=0.01": ("adam", 0.01, 0.9),
+    }
+
+
+#: the runs still below their threshold at the end (their ratio is a bound, not an equality)
+_BELOW = ("GD lr=0.1",)
+
+
+def _stability(cfg: DemoConfig, prog: _Progress) -> Tables:
+    try:
+        import sklearn  # noqa: F401
+        import torch
+    except ImportError as exc:  # pragma: no cover - exercised only without the extras
+        raise _Skip(f"needs torch and scikit-learn ({exc})") from exc
+    x, y = _digits(cfg.seed, cfg.stability_examples)
+    inputs = torch.tensor(x, dtype=torch.float64)
+    targets = torch.nn.functional.one_hot(torch.tensor(y, dtype=torch.int64), 10).double()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small network: one thread is fastest on shared cores (restored)
+    try:
+        frames, rows = [], []
+        for run, spec in _stability_runs().items():
+            hist = _stability_run(cfg, spec, inputs, targets)
+            hist.insert(0, "run", run)
+            frames.append(hist)
+            rows += _stability_rows(run, hist)
+    finally:
+        torch.set_num_threads(threads)
+    return {"stability": pd.concat(frames, ignore_index=True), "stability_summary": _summary(rows)}
+
+
+def _stability_run(
+    cfg: DemoConfig, spec: tuple[str, float, float], inputs: Any, targets: Any
+) -> pd.DataFrame:
+    """One full-batch run of the 64-h-10 tanh MLP (float64) on the square loss
+    ``1/2 mean ||net(x) - onehot(y)||^2``, tracked with ``sharpness_every``."""
+    import torch
+
+    from inertia.track import InertiaTracker, StabilityWarning
+
+    kind, lr, mu = spec
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(64, cfg.stability_hidden),
+            torch.nn.Tanh(),
+            torch.nn.Linear(cfg.stability_hidden, 10),
+        ).double()
+    if kind == "adam":
+        opt: Any = torch.optim.Adam(net.parameters(), lr=lr, betas=(mu, 0.999))
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=mu)
+
+    def loss_fn() -> Any:
+        return 0.5 * ((net(inputs) - targets) ** 2).sum(dim=1).mean()
+
+    with warnings.catch_warnings():  # the warning is the point here: its step is in the table
+        warnings.simplefilter("ignore", StabilityWarning)
+        with InertiaTracker(opt, sharpness_every=cfg.stability_every) as tracker:
+            for _ in range(cfg.stability_steps):
+                opt.zero_grad()
+                loss = loss_fn()
+                loss.backward()
+                opt.step()
+                tracker.record(loss, loss_fn)
+    hist = tracker.history
+    hist["momentum"] = mu
+    return hist
+
+
+def _stability_rows(run: str, hist: pd.DataFrame) -> list[Row]:
+    """Per run: the threshold, where the sharpness first reached 0.9 of it, its ratio over the
+    last third of the run, the update curvature there, and how well ``1/2 dtheta^T H dtheta``
+    matches the ledger's curvature work ``B``."""
+    sharp = hist.dropna(subset=["sharpness"])
+    last = 2 * hist["step"].max() / 3
+    late = sharp[sharp["step"] >= last]
+    late_rows = hist[hist["step"] >= last]
+    crossed = sharp.index[sharp["sharpness_ratio"] >= 0.9]
+    first = float(sharp.loc[crossed[0], "step"]) if len(crossed) else math.nan
+    quad = sharp["curvature_quadratic"] / sharp["curvature"] - 1.0
+    relation = "<=" if run in _BELOW else "~"
+    update = (late_rows["update_curvature"] / late_rows["threshold"]).median()
+    return [
+        (f"{run}: stability threshold", "", math.nan, float(hist["threshold"].iloc[-1])),
+        (f"{run}: first step with sharpness >= 0.9 threshold (the warning)", "", math.nan, first),
+        (
+            f"{run}: sharpness / threshold, median of the last third",
+            relation,
+            1.0,
+            float(late["sharpness_ratio"].median()),
+        ),
+        (f"{run}: update curvature / threshold, median of the last third", "", math.nan, float(update)),
+        (
+            f"{run}: median |1/2 dtheta^T H dtheta / B - 1| at sharpness steps",
+            "~",
+            0.0,
+            float(quad.abs().median()),
+        ),
+        (
+            f"{run}: Hessian-vector products per sharpness step (median)",
+            "",
+            math.nan,
+            float(sharp["n_hvp"].median()),
+        ),
+    ]
+
+
+def _draw_stability(t: Mapping[str, pd.DataFrame]) -> dict[str, Any]:
+    from inertia import plots
+
+    parts = {run: df for run, df in t["stability"].groupby("run", sort=False)}
+    gd = {k: v for k, v in parts.items() if k.startswith("GD")}
+    other = {k: v for k, v in parts.items() if not k.startswith("GD")}
+    return {
+        "stability_gd": plots.sharpness(
+            gd,
+            title="Full-batch gradient descent at three learning rates: the sharpness lambda_max(H) "
+            "(dots) rises to 2/eta (dashed) and stays there; the ledger's update curvature "
+            "2 B / |dtheta|^2 (line) jumps up to it at the edge",
+        ),
+        "stability_momentum": plots.sharpness(
+            other,
+            title="Heavy ball against 2(1 + mu)/eta, and Adam's preconditioned sharpness "
+            "lambda_max(P^-1 H) against 38/eta",
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # the scenario table
 
 
@@ -1236,6 +1380,46 @@ SCENARIOS: tuple[_Scenario, ...] = (
         _draw_restart,
         ("restart", "restart_summary"),
     ),
+    _Scenario(
+        Section(
+            "stability",
+            "h. The edge of stability: sharpness, thresholds and the ledger's curvature",
+            law="stable iff eta lambda_max < 2 (gradient descent), < 2 (1 + mu) (heavy ball), "
+            "eta lambda_max(P^-1 H) < (2 + 2 beta1)/(1 - beta1) (Adam);  "
+            "update curvature = 2 B_k / (dtheta^T P dtheta)",
+            text="""Full-batch training of a 64-32-10 tanh MLP (float64, square loss on one-hot
+            targets) on a subset of the digits, tracked by InertiaTracker(optimizer,
+            sharpness_every=25): every 25 steps the top eigenvalue of the Hessian (for Adam of
+            the preconditioned Hessian P^-1/2 H P^-1/2, P read from its state) by Lanczos on
+            Hessian-vector products (inertia.curvature), beside the optimizer's own stability
+            threshold (dashed) and, on every step and for free, the ledger's curvature along the
+            update 2 B_k / |dtheta|^2 (B_k: the curvature work of the ledger).
+
+            First figure: gradient descent. The sharpness rises during training (progressive
+            sharpening) until it reaches 2/eta, then hovers there while the loss keeps falling,
+            non-monotonically (the edge of stability, Cohen et al. 2021): at eta = 0.35 and 0.5
+            within the run, at eta = 0.1 not yet. Below the edge the gradient points along flat
+            directions and the update curvature is orders of magnitude below the sharpness; at
+            the edge it jumps up to the threshold, and the loss spikes where the curvature work
+            B_k does: the free every-step signal says when training is at the edge, and the
+            sharpness warned (at 0.9 of the threshold) long before the spike. The bottom row
+            shows the loss and B_k, with 1/2 dtheta^T H dtheta (one more Hessian-vector
+            product, dots) on top of it.
+
+            Second figure: heavy ball with mu = 0.9 settles at 2(1 + mu)/eta, and Adam's
+            preconditioned sharpness at (2 + 2 beta1)/((1 - beta1) eta) = 38/eta (Cohen et
+            al. 2022); in both the sharpness reaches the threshold first, the update
+            curvature and the loss spike after. The summary gives, per run, the step at which
+            the tracker's StabilityWarning would fire (sharpness >= 0.9 threshold), the ratios
+            over the last third of the run, and how closely 1/2 dtheta^T H dtheta matches B_k
+            (they agree to third order in the step).""",
+            figures=("stability_gd", "stability_momentum"),
+            tables=("stability_summary",),
+        ),
+        _stability,
+        _draw_stability,
+        ("stability", "stability_summary"),
+    ),
 )
 
 INTRO = """Computational inertia I = 1/2 v^T M v + L(theta) is the total energy of second-order
@@ -1278,7 +1462,7 @@ def _draw(
 
 
 def run_demo(
-    out: str | Path | None = None,
+    out: str | Path | RunDir | None = None,
     progress: bool = True,
     quick: bool = False,
     *,
@@ -1288,7 +1472,8 @@ def run_demo(
     """Run every scenario and write a new run directory; return its path.
 
     Args:
-        out: the run directory (must not exist or be empty); default
+        out: the run directory (must not exist or be empty, or a :class:`~inertia.runs.RunDir`
+            of kind ``"demo"`` just made by :func:`inertia.runs.create_run`); default
             ``<root>/demo-<YYYYmmdd-HHMMSS>``.
         progress: show a tqdm progress bar on stderr.
         quick: the much smaller configuration of :func:`demo_config` (for tests).
@@ -1299,8 +1484,11 @@ def run_demo(
         The run directory, holding ``manifest.json``, CSV tables, PNG figures and
         ``report.html``.
     """
+    seed = whole_number("seed", seed, minimum=0)  # issue 10: before the directory is made
+    if seed > 2**32 - 1:
+        raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {seed!r}")
     cfg = demo_config(quick, seed)
-    run = create_run("demo", out, root=root)
+    run = out if isinstance(out, RunDir) else create_run("demo", out, root=root)
     log.info("demo: writing %s", run.path)
     manifest: dict[str, Any] = {
         "config": {

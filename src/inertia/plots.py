@@ -18,6 +18,8 @@ DataFrame or a mapping of column name to 1-D array. The columns each function re
 * :func:`drift` -- ``t, inertia`` (or ``abs_error``) and optional ``abs_error_theory``.
 * :func:`convergence` -- ``dt, error``.
 * :func:`restarts` -- ``step, kinetic, inertia`` and optional ``restart`` per run.
+* :func:`sharpness` -- ``step, sharpness, update_curvature, threshold, potential, curvature,
+  curvature_quadratic`` per run (``InertiaTracker(..., sharpness_every=n)``).
 * :func:`training_energies`, :func:`training_ledger`, :func:`training_residual` -- the rows of a
   tracked training run (:data:`inertia.track.COLUMNS`: ``step, kinetic, potential, inertia,
   delta_inertia``, the ledger terms of :data:`LEDGER_TERMS`, ``residual``, ``finite``), e.g.
@@ -48,6 +50,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from inertia.ledger import TERMS
 from inertia.simulate import Trajectory
 
 __all__ = [
@@ -89,8 +92,8 @@ THEORY_COLORS = {"kinetic": "#0b3d91", "potential": "#7a3300", "inertia": "black
 
 _REF_OFFSET = 0.3
 
-#: The ledger terms of a tracked step, in the order they are stacked (THEORY.md, the tracker).
-LEDGER_TERMS = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
+#: The ledger terms of a tracked step, in the order they are stacked (:data:`inertia.ledger.TERMS`).
+LEDGER_TERMS = TERMS
 #: Ledger terms that only some runs have (``restart``: with :class:`inertia.optim.EnergyRestart`).
 _OPTIONAL_TERMS = ("restart",)
 #: One colour per ledger term.
@@ -914,6 +917,84 @@ def training_residual(history: Any, *, max_points: int = 400, title: str | None 
     _mark_nonfinite([top, bottom], cols)
     for ax in (top, bottom):
         ax.grid(alpha=0.3, which="both")
+    _shared_legend(fig, axes)
+    return _finish(fig, title)
+
+
+def sharpness(panels: Mapping[str, Any], *, title: str | None = None) -> Figure:
+    """Sharpness against the stability threshold, one column per tracked run (issue 12).
+
+    Top (log): ``sharpness`` (dots, the rows where it was measured), ``update_curvature`` (line;
+    non-positive values are not drawn) and ``threshold`` (dashed). Bottom (log): the loss
+    ``potential``, the ledger's curvature work ``|curvature|`` and ``|curvature_quadratic|``
+    (``1/2 dtheta^T H dtheta``, dots). Columns from ``InertiaTracker(..., sharpness_every=n)``
+    (:data:`inertia.track.SHARPNESS_COLUMNS`).
+
+    Args:
+        panels: run name -> rows with ``step, sharpness, update_curvature, threshold, potential,
+            curvature, curvature_quadratic``.
+        title: figure title.
+    """
+    runs = _panels(panels, "sharpness")
+    fig, axes = _figure(2, len(runs), width=4.4, height=3.0, sharex="col", min_width=9.0)
+    needed = (
+        "step",
+        "sharpness",
+        "update_curvature",
+        "threshold",
+        "potential",
+        "curvature",
+        "curvature_quadratic",
+    )
+    for j, (name, data) in enumerate(runs):
+        cols = _history(data, "sharpness", needed)
+        top, bottom = axes[0, j], axes[1, j]
+        step = cols["step"]
+        uc = cols["update_curvature"]
+        ok = np.isfinite(uc) & (uc > 0)
+        top.semilogy(
+            step[ok],
+            uc[ok],
+            color="tab:orange",
+            linewidth=0.8,
+            alpha=0.8,
+            label="update curvature 2B/|dtheta|_P^2",
+        )
+        at = np.isfinite(cols["sharpness"])
+        top.semilogy(
+            step[at],
+            cols["sharpness"][at],
+            "o-",
+            color="tab:blue",
+            markersize=2.5,
+            linewidth=1.0,
+            label="sharpness (Lanczos)",
+        )
+        top.plot(step, cols["threshold"], **{**_THEORY, "label": "stability threshold"})
+        top.set_title(name, fontsize=10)
+        loss = cols["potential"]
+        bottom.semilogy(
+            step, np.where(loss > 0, loss, np.nan), color="tab:green", linewidth=1.2, label="loss V"
+        )
+        b = np.abs(cols["curvature"])
+        bottom.semilogy(
+            step,
+            np.where(b > 0, b, np.nan),
+            color="tab:orange",
+            linewidth=0.8,
+            alpha=0.8,
+            label="|curvature work B|",
+        )
+        q = np.abs(cols["curvature_quadratic"])
+        atq = np.isfinite(q) & (q > 0)
+        bottom.semilogy(
+            step[atq], q[atq], "o", color="black", markersize=2.2, label="|1/2 dtheta^T H dtheta|"
+        )
+        bottom.set_xlabel("step")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("curvature")
+    axes[1, 0].set_ylabel("loss, curvature work")
     _shared_legend(fig, axes)
     return _finish(fig, title)
 

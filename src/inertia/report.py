@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inertia._files import read_bytes_nofollow
 from inertia._process import run_status
+from inertia.ledger import TERMS
 from inertia.runs import (
     RunDir,
     atomic_write_bytes,
@@ -126,10 +128,25 @@ def _paragraphs(text: str) -> str:
     return "\n".join(f"<p>{html.escape(' '.join(p.split()))}</p>" for p in parts)
 
 
-def _figure_html(path: Path) -> str:
+def _embeddable(path: Path) -> str | None:
+    """Why ``path`` is not embedded (missing, a symbolic link, not a regular file), or None.
+
+    A report embeds only regular files that sit in the run directory itself: a link planted
+    there (to a file elsewhere) is never followed."""
+    if path.is_symlink():
+        return "is a symbolic link (not followed)"
+    if not path.exists():
+        return "is missing"
     if not path.is_file():
-        return f'<p class="muted">figure {html.escape(path.name)} is missing</p>'
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return "is not a regular file"
+    return None
+
+
+def _figure_html(path: Path) -> str:
+    why = _embeddable(path)
+    if why:
+        return f'<p class="muted">figure {html.escape(path.name)} {why}</p>'
+    data = base64.b64encode(read_bytes_nofollow(path, "figure")).decode("ascii")
     return (
         f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
@@ -137,8 +154,9 @@ def _figure_html(path: Path) -> str:
 
 
 def _table_html(run: Path, name: str, max_rows: int, na_rep: str = "") -> str:
-    if not (run / f"{check_name('table', name)}.csv").is_file():
-        return f'<p class="muted">table {html.escape(name)}.csv is missing</p>'
+    why = _embeddable(run / f"{check_name('table', name)}.csv")
+    if why:
+        return f'<p class="muted">table {html.escape(name)}.csv {why}</p>'
     df = read_table(run, name)
     note = ""
     if len(df) > max_rows:
@@ -214,7 +232,11 @@ def write_report(
         parts.extend(_figure_html(run / f"{check_name('figure', f)}.png") for f in s.figures)
         parts.extend(_table_html(run, t, max_rows, na_rep) for t in s.tables)
         parts.append("</section>")
-    files = sorted(p.name for p in run.iterdir() if p.suffix in (".csv", ".png", ".json", ".parquet"))
+    files = sorted(
+        p.name
+        for p in run.iterdir()
+        if p.suffix in (".csv", ".png", ".json", ".parquet") and _embeddable(p) is None
+    )
     parts.append('<section id="run"><h2>Run</h2>')
     parts.append(f"<p>Run directory: <code>{html.escape(str(run.resolve()))}</code></p>")
     parts.append(_manifest_html(manifest))
@@ -230,7 +252,7 @@ def write_report(
 
 #: The figures of a tracked run's report (``<name>.png``).
 TRACK_FIGURES = ("energies", "ledger", "residual")
-_LEDGER = ("friction", "numerical", "curvature", "noise", "schedule", "metric", "decay", "restart")
+_LEDGER = TERMS  # the ledger's terms, in their one order (inertia.ledger)
 
 
 def _fmt(x: Any) -> str:
@@ -273,6 +295,8 @@ def track_summary(history: Any, manifest: dict[str, Any] | None = None) -> Any:
     rows.append(("rows", str(n)))
     bad = _first_nonfinite(history)
     rows.append(("first non-finite step", "none" if bad is None else str(bad)))
+    if manifest.get("diverging_step") is not None:
+        rows.append(("diverging from step", str(manifest["diverging_step"])))
     if n:
         step = history["step"]
         rows.append(("steps", f"{int(step.iloc[0])} .. {int(step.iloc[-1])}"))
@@ -371,6 +395,24 @@ velocity with which the optimizer reached theta_k, and books the change delta_in
 I_k - I_{k-1} made by optimizer step k-1 into the terms of its exact ledger; the residual is what
 the terms do not explain. Every figure and table here is drawn from the run's rows
 (history.parquet, or rows.csv if the run did not finish); "inertia report RUN_DIR" redraws them."""
+
+
+#: issue 12: the section of a run tracked with ``sharpness_every``
+_SHARPNESS_SECTION = Section(
+    "sharpness",
+    "Sharpness and the edge of stability",
+    law="stable iff sharpness < threshold:  2/eta (SGD), 2(1 + mu)/eta (heavy ball), "
+    "(2 + 2 beta1)/((1 - beta1) eta) (Adam, preconditioned);  update curvature = 2 B / dtheta^T P dtheta",
+    text="""Top: the top eigenvalue of the Hessian of the step's batch loss (dots, every
+    sharpness_every steps; for Adam, AdamW and RMSprop of the preconditioned Hessian
+    P^-1/2 H P^-1/2) against the optimizer's stability threshold at its current learning rate
+    (dashed), and on every row the ledger's free curvature along the update, 2 B / dtheta^T P
+    dtheta (line; in cheap mode with minibatches it also carries the change of batch). A run
+    whose sharpness reaches the threshold trains at the edge of stability; the tracker warned
+    once when the ratio first reached warn_ratio. Bottom: the loss, the ledger's curvature work
+    |B| and 1/2 dtheta^T H dtheta (dots) measured beside it.""",
+    figures=("sharpness",),
+)
 
 
 def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
@@ -497,6 +539,11 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
         "ledger": plots.training_ledger(history, steps_per_epoch=epoch),
         "residual": plots.training_residual(history, title="Residual of the ledger"),
     }
+    has_sharpness = "sharpness" in history.columns  # issue 12: rows of sharpness_every
+    if has_sharpness:
+        figures["sharpness"] = plots.sharpness(
+            {run.name: history}, title="Sharpness against the optimizer's stability threshold"
+        )
     for name, fig in figures.items():
         plots.save(fig, run / f"{name}.png", overwrite=True)
     for name, table in (
@@ -520,8 +567,17 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
             + (f" (nan_policy {policy!r})" if policy else "")
             + ". Those rows keep their NaN or inf values."
         )
+    if manifest.get("diverging_step") is not None:
+        lines.append(
+            f"Diverging from step {manifest['diverging_step']}: the inertia rose at every recorded "
+            "row of a window, by orders of magnitude, above where the run started (the rule of "
+            "inertia.track.divergence), while the numbers stayed finite. The energy and ledger "
+            "axes are logarithmic where the values span decades."
+        )
     if manifest.get("error"):
         lines.append(f"The run ended with an error: {manifest['error']}")
     title = f"inertia track: {run.name}"
-    sections = _track_sections((run / "metrics.csv").is_file(), _dtype(manifest))
+    sections = _track_sections(_embeddable(run / "metrics.csv") is None, _dtype(manifest))
+    if has_sharpness:
+        sections.append(_SHARPNESS_SECTION)
     return write_report(run, title, sections, intro="\n\n".join(lines), na_rep="nan")

@@ -7,6 +7,21 @@ Quadratic ``L = 1/2 theta^T A theta``, unit mass, ``A = Q diag(lambda) Q^T``: in
 modes decouple into ``x'' + gamma x' + lambda x = 0``. Functions take ``theta0``/``v0`` *in that
 eigenbasis* (for a diagonal ``A`` the eigenbasis is the coordinate basis up to order: use
 ``Quadratic.eigenvectors.T @ theta``).
+
+General quadratics. :func:`damped_quadratic_inertia` and :func:`expected_inertia` also take, in
+place of the eigenvalues, a symmetric positive-definite matrix ``A`` (a 2-D array), and a keyword
+``mass=`` (a scalar, a ``(d,)`` vector or a symmetric positive-definite ``(d, d)`` matrix ``M``);
+``theta0``/``v0`` are then in the coordinates of ``simulate``. :func:`normal_modes` solves the
+generalised eigenproblem ``A q = lambda M q`` (``scipy.linalg.eigh(A, M)``), whose ``Q`` has
+``Q^T M Q = I`` and ``Q^T A Q = diag(lambda)``: with ``x = Q^T M theta`` the dynamics
+``M theta'' = -A theta - gamma M theta' + sigma M^{1/2} xi`` become the decoupled
+``x'' + gamma x' + lambda x = sigma xi'`` with independent unit noises ``xi'`` (covariance
+``Q^T M Q = I``), and ``I = 1/2 theta'^T M theta' + 1/2 theta^T A theta = 1/2 sum_i
+(x_i'^2 + lambda_i x_i^2)``, so the per-mode formulas below apply unchanged.
+
+Every function validates its inputs as :func:`inertia.simulate` does: integers are promoted to
+float64, booleans and complex numbers refused, non-finite values, negative eigenvalues and empty
+lists raise an error naming the argument, the rule and the value.
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import expm, solve_continuous_lyapunov
 
-from inertia._validate import finite_float
+from inertia._validate import check_finite, finite_float, real_array, real_vector
 from inertia.stability import max_stable_dt, spectral_radius, step_matrix
 
 __all__ = [
@@ -31,6 +46,7 @@ __all__ = [
     "leapfrog_max_dt",
     "max_stable_dt",
     "moments",
+    "normal_modes",
     "spectral_radius",
     "stationary_inertia",
     "step_matrix",
@@ -38,14 +54,20 @@ __all__ = [
 ]
 
 
+def _eigenvalues(eigenvalues: Any) -> np.ndarray:
+    """Non-empty, finite, real and >= 0 (a flat mode is allowed), as float64."""
+    return real_vector("eigenvalues", eigenvalues, minimum=0.0)
+
+
+def _state(name: str, x: Any) -> np.ndarray:
+    arr = np.asarray(real_array(name, x), dtype=np.float64)
+    return check_finite(name, arr)
+
+
 def _modes(eigenvalues: Any, theta0: Any, v0: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    if lam.ndim != 1 or lam.size == 0:
-        raise ValueError(f"`eigenvalues` must be a non-empty 1-D sequence, got shape {lam.shape}")
-    if not np.all(np.isfinite(lam)) or not np.all(lam >= 0):
-        raise ValueError(f"`eigenvalues` must be finite and >= 0, got {lam.tolist()}")
-    x0 = np.asarray(theta0, dtype=np.float64)
-    u0 = np.zeros_like(x0) if v0 is None else np.asarray(v0, dtype=np.float64)
+    lam = _eigenvalues(eigenvalues)
+    x0 = _state("theta0", theta0)
+    u0 = np.zeros_like(x0) if v0 is None else _state("v0", v0)
     if u0.shape != x0.shape:
         raise ValueError(f"`v0` must have the shape of `theta0` {x0.shape}, got {u0.shape}")
     for name, arr in (("theta0", x0), ("v0", u0)):
@@ -57,10 +79,96 @@ def _modes(eigenvalues: Any, theta0: Any, v0: Any) -> tuple[np.ndarray, np.ndarr
     return lam, x0, u0
 
 
+def _spd(name: str, value: Any, d: int | None) -> np.ndarray:
+    """A symmetric positive-definite ``(d, d)`` float64 matrix, or a clear error."""
+    a = np.array(real_array(name, value), dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.size == 0 or (d is not None and a.shape[0] != d):
+        want = f"({d}, {d})" if d is not None else "(d, d)"
+        raise ValueError(f"`{name}` must be a square matrix of shape {want}, got shape {a.shape}")
+    check_finite(name, a)
+    scale = float(np.abs(a).max())
+    if not np.allclose(a, a.T, rtol=1e-12, atol=1e-12 * scale):
+        i, j = np.unravel_index(int(np.argmax(np.abs(a - a.T))), a.shape)
+        raise ValueError(
+            f"`{name}` must be symmetric (to 1e-12 relative), got {name}[{i}, {j}] = {float(a[i, j])!r} "
+            f"but {name}[{j}, {i}] = {float(a[j, i])!r}"
+        )
+    a = 0.5 * (a + a.T)
+    lam = np.linalg.eigvalsh(a)
+    if not lam[0] > 0:
+        raise ValueError(f"`{name}` must be positive definite, got eigenvalues {lam.tolist()}")
+    return a
+
+
+def _mass_matrix(mass: Any, d: int) -> np.ndarray:
+    """``mass`` (a scalar, a ``(d,)`` vector or a ``(d, d)`` SPD matrix) as a ``(d, d)`` matrix."""
+    if isinstance(mass, bool):
+        raise TypeError(f"`mass` must be a positive number, a (d,) vector or a (d, d) matrix, got {mass!r}")
+    m = np.asarray(real_array("mass", mass), dtype=np.float64)
+    if m.ndim == 0:
+        return np.eye(d) * finite_float("mass", float(m), minimum=0.0, strict=True)
+    if m.ndim == 1:
+        if m.shape != (d,):
+            raise ValueError(f"`mass` must have shape ({d},) like the potential, got {m.shape}")
+        check_finite("mass", m)
+        if not np.all(m > 0):
+            raise ValueError(f"`mass` must be > 0 everywhere, got {m.tolist()}")
+        return np.diag(m)
+    return _spd("mass", m, d)
+
+
+def normal_modes(matrix: Any, mass: Any = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Normal modes of ``M theta'' = -A theta``: the generalised eigenproblem ``A q = lambda M q``.
+
+    Returns ``(lam, Q)`` with ``lam`` ascending and ``Q^T M Q = I``, ``Q^T A Q = diag(lam)``
+    (``scipy.linalg.eigh(A, M)``). Mode coordinates are ``x = Q^T M theta`` (and
+    ``theta = Q x``); in them ``1/2 theta'^T M theta' + 1/2 theta^T A theta
+    = 1/2 sum_i (x_i'^2 + lam_i x_i^2)``.
+
+    Args:
+        matrix: the Hessian ``A``, symmetric positive definite ``(d, d)``; a 1-D array means
+            ``diag(matrix)``.
+        mass: a positive scalar, a ``(d,)`` vector of positive masses or a symmetric
+            positive-definite ``(d, d)`` matrix.
+
+    Example:
+        >>> lam, q = normal_modes([[2.0, 1.0], [1.0, 2.0]], mass=2.0)
+        >>> lam.round(12).tolist()
+        [0.5, 1.5]
+    """
+    from scipy.linalg import eigh
+
+    arr = np.asarray(real_array("eigenvalues", matrix))
+    a = np.diag(real_vector("eigenvalues", arr, minimum=0.0)) if arr.ndim == 1 else None
+    if a is None:
+        a = _spd("eigenvalues", arr, None)
+    m = _mass_matrix(mass, a.shape[0])
+    lam, q = eigh(a, m)
+    return np.asarray(lam, dtype=np.float64), np.asarray(q, dtype=np.float64)
+
+
+def _to_modes(eigenvalues: Any, theta0: Any, v0: Any, mass: Any) -> tuple[np.ndarray, Any, Any]:
+    """The eigenvalues and ``theta0``/``v0`` in mode coordinates: unchanged for 1-D eigenvalues
+    without a mass (they are already in the eigenbasis); else through :func:`normal_modes`."""
+    arr = np.asarray(real_array("eigenvalues", eigenvalues))
+    if arr.ndim != 2 and mass is None:
+        return arr, theta0, v0
+    lam, q = normal_modes(arr, 1.0 if mass is None else mass)
+    m = _mass_matrix(1.0 if mass is None else mass, lam.size)
+    x0 = _state("theta0", theta0)
+    if x0.shape[-1:] != lam.shape:
+        raise ValueError(f"`theta0` must have last dimension {lam.size} like `A`, got shape {x0.shape}")
+    u0 = None if v0 is None else _state("v0", v0)
+    if u0 is not None and u0.shape != x0.shape:
+        raise ValueError(f"`v0` must have the shape of `theta0` {x0.shape}, got {u0.shape}")
+    proj = m @ q  # x = Q^T M theta, applied to rows: theta @ (M Q)
+    return lam, x0 @ proj, None if u0 is None else u0 @ proj
+
+
 def _times(t: Any) -> np.ndarray:
-    tt = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    tt = np.atleast_1d(np.asarray(real_array("t", t), dtype=np.float64))
     if tt.ndim != 1 or not np.all(np.isfinite(tt)) or np.any(tt < 0):
-        raise ValueError("`t` must be a finite time or 1-D array of times >= 0")
+        raise ValueError(f"`t` must be a finite time or 1-D array of times >= 0, got {tt.tolist()}")
     return tt
 
 
@@ -103,12 +211,21 @@ def damped_quadratic_modes(
     return x, xdot
 
 
-def damped_quadratic_inertia(eigenvalues: Any, gamma: float, theta0: Any, v0: Any, t: Any) -> np.ndarray:
+def damped_quadratic_inertia(
+    eigenvalues: Any, gamma: float, theta0: Any, v0: Any, t: Any, *, mass: Any = None
+) -> np.ndarray:
     """Exact ``I(t) = sum_i 1/2 (x_i'(t)^2 + lambda_i x_i(t)^2)`` of the damped quadratic.
 
     All three regimes, including eigenvalues exactly at ``gamma^2 = 4 lambda``; ``gamma = 0``
     gives ``I(t) = I(0)``. ``theta0``/``v0`` are in the eigenbasis, shape ``(d,)`` or
     ``(n_paths, d)``; the result has shape ``(n_t,)`` or ``(n_t, n_paths)``.
+
+    General quadratics: ``eigenvalues`` may be the matrix ``A`` itself (symmetric positive
+    definite, 2-D), and ``mass`` a scalar, a ``(d,)`` vector or an SPD matrix ``M``; then
+    ``theta0``/``v0`` are in the coordinates of :func:`inertia.simulate` and
+    ``I(t) = 1/2 v^T M v + 1/2 theta^T A theta`` is computed through :func:`normal_modes`
+    (the module docstring gives the change of variables). Equal to the energy of
+    ``expm(t [[0, I], [-M^-1 A, -gamma I]]) (theta0, v0)``.
 
     Example:
         >>> import numpy as np
@@ -116,9 +233,9 @@ def damped_quadratic_inertia(eigenvalues: Any, gamma: float, theta0: Any, v0: An
         >>> np.allclose(I, 2.5)
         True
     """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    x, xdot = damped_quadratic_modes(eigenvalues, gamma, theta0, v0, t)
-    return 0.5 * np.sum(xdot * xdot + lam * x * x, axis=-1)
+    lam, theta0, v0 = _to_modes(eigenvalues, theta0, v0, mass)
+    x, xdot = damped_quadratic_modes(lam, gamma, theta0, v0, t)
+    return 0.5 * np.sum(xdot * xdot + _eigenvalues(lam) * x * x, axis=-1)
 
 
 def moments(
@@ -166,14 +283,20 @@ def moments(
 
 
 def expected_inertia(
-    eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any, t: Any
+    eigenvalues: Any, gamma: float, sigma: float, theta0: Any, v0: Any, t: Any, *, mass: Any = None
 ) -> np.ndarray:
-    """Exact ``E[I](t) = I_det(t) + 1/2 tr(Qm S(t))`` of the stochastic quadratic (unit mass).
+    """Exact ``E[I](t) = I_det(t) + 1/2 tr(Qm S(t))`` of the stochastic quadratic.
 
     ``I_det`` is :func:`damped_quadratic_inertia` (the energy of the mean), ``Qm = diag(A, I)``
     and ``S`` the covariance of :func:`moments`: per mode, ``1/2 (lambda S_xx + S_vv)``. Special
     cases: ``gamma = 0`` gives ``I(0) + sigma^2 d t / 2``; ``t -> inf`` with ``gamma > 0`` gives
     ``d sigma^2 / (2 gamma)``.
+
+    General quadratics as in :func:`damped_quadratic_inertia`: ``eigenvalues`` may be the SPD
+    matrix ``A`` and ``mass`` a scalar, vector or SPD matrix, for
+    ``M dv = (-A theta - gamma M v) dt + sigma M^{1/2} dW`` (THEORY.md section 1); in mode
+    coordinates the noise is again ``sigma`` times independent unit Brownian motions, so the
+    per-mode covariance is unchanged.
 
     Example:
         >>> import numpy as np
@@ -181,10 +304,10 @@ def expected_inertia(
         >>> np.allclose(e, [0.5, 0.5 + 0.25 * 2 * 4 / 2])
         True
     """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    _, cov = moments(eigenvalues, gamma, sigma, theta0, v0, t)
+    lam, theta0, v0 = _to_modes(eigenvalues, theta0, v0, mass)
+    _, cov = moments(lam, gamma, sigma, theta0, v0, t)
     fluct = 0.5 * np.sum(lam * cov[..., 0, 0] + cov[..., 1, 1], axis=-1)
-    det = damped_quadratic_inertia(eigenvalues, gamma, theta0, v0, t)
+    det = damped_quadratic_inertia(lam, gamma, theta0, v0, t)
     return det + (fluct if det.ndim == 1 else fluct[:, None])
 
 
@@ -214,7 +337,8 @@ def heating_inertia(inertia0: Any, dim: int, sigma: float, t: Any) -> np.ndarray
     sigma = finite_float("sigma", sigma, minimum=0.0)
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"`dim` must be an integer >= 1, got {dim!r}")
-    return np.asarray(inertia0, dtype=np.float64) + 0.5 * sigma * sigma * dim * _times(t)
+    i0 = _state("inertia0", inertia0)
+    return i0 + 0.5 * sigma * sigma * dim * _times(t)
 
 
 def critical_damping(lambda_min: float) -> float:
@@ -231,15 +355,15 @@ def convergence_rate(eigenvalues: Any, gamma: float) -> float:
     the slowest mode sets the rate. At ``gamma = critical_damping(lambda_min)`` it is
     ``sqrt(lambda_min)``, against ``lambda_min`` for gradient flow.
     """
-    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = _eigenvalues(eigenvalues)
     gamma = finite_float("gamma", gamma, minimum=0.0)
     disc = np.maximum(0.25 * gamma * gamma - lam, 0.0)
     return float(np.min(0.5 * gamma - np.sqrt(disc)))
 
 
 def gradient_flow_rate(eigenvalues: Any) -> float:
-    """Rate of gradient flow ``theta' = -A theta``: ``lambda_min``."""
-    return float(np.min(np.asarray(eigenvalues, dtype=np.float64)))
+    """Rate of gradient flow ``theta' = -A theta``: ``lambda_min`` (eigenvalues >= 0)."""
+    return float(np.min(_eigenvalues(eigenvalues)))
 
 
 def leapfrog_max_dt(lambda_max: float, mass: float = 1.0) -> float:

@@ -49,9 +49,9 @@ class Trajectory:
             loop unless ``theta`` overflows at an unsaved step while ``v`` stays finite. The
             chunked kernels (on CUDA, :mod:`inertia.kernels.fused`, chunks of up to 8 steps;
             on CPU without noise, :mod:`inertia.kernels.fused_cpu`, up to 128) check the
-            kinetic energy once per chunk (chunks end at saved steps) and, when it is not
-            finite, replay the chunk step by step as the in-place loop: the same step, assuming
-            a kinetic energy that became non-finite stays so to the end of the chunk.
+            kinetic energy once per chunk (and ``K + L`` of the saved steps in it) and, when it
+            is not finite, replay the chunk step by step as the in-place loop: the same step,
+            assuming a kinetic energy that became non-finite stays so to the end of the chunk.
         n_steps: steps taken; n_grad_evals: gradient evaluations.
         method: the integrator; config: the arguments of the run (JSON-serialisable), with
             ``config["kernel"]`` the kernel of :mod:`inertia.kernels` that stepped it (saved in

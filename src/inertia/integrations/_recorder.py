@@ -24,7 +24,7 @@ from typing import Any
 
 from inertia.track import InertiaTracker, RunLog, Sink
 
-__all__ = ["StepRecorder"]
+__all__ = ["CallbackOptions", "StepRecorder"]
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +143,42 @@ class StepRecorder:
                 reports.append(render_track(path))
                 log.info("inertia: report written to %s", reports[-1])
         return reports
+
+
+class CallbackOptions:
+    """The options and results both framework callbacks share (validated once, here)."""
+
+    recorder: StepRecorder | None
+    reports: list[Path]
+
+    def _set_options(
+        self,
+        prefix: str,
+        every: int,
+        nan_policy: str,
+        run_dir: str | Path | None,
+        report: bool,
+        log: bool,
+        config: dict[str, Any] | None,
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"`prefix` must be a string, got {type(prefix).__name__}")
+        if report and run_dir is None:
+            raise ValueError("`report=True` needs `run_dir`: the report is rendered from the run directory")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be an integer >= 1, got {every!r}")
+        if nan_policy not in ("raise", "flag", "stop"):
+            raise ValueError(f"`nan_policy` must be one of ('raise', 'flag', 'stop'), got {nan_policy!r}")
+        self.prefix, self.every, self.nan_policy = prefix, every, nan_policy
+        self.run_dir, self.report, self.log, self.config = run_dir, report, log, dict(config or {})
+        self.recorder = None
+        self.reports = []
+
+    def _run_config(self, framework: str) -> dict[str, Any]:
+        """The run directory's manifest ``config``: framework, options, and the user's entries."""
+        return {"framework": framework, "every": self.every, "nan_policy": self.nan_policy, **self.config}
+
+    @property
+    def history(self) -> Any:
+        """The rows of the (first) optimizer's tracker as a DataFrame; ``None`` before training."""
+        return None if self.recorder is None else self.recorder.trackers[0].history

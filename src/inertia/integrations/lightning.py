@@ -48,14 +48,14 @@ except ImportError:  # pragma: no cover - depends on the environment
             "pip install computational-inertia[lightning]"
         ) from err
 
-from inertia.integrations._recorder import StepRecorder
+from inertia.integrations._recorder import CallbackOptions, StepRecorder
 from inertia.integrations.loggers import LoggerSink
 from inertia.track import Sink
 
 __all__ = ["InertiaCallback"]
 
 
-class InertiaCallback(pl.Callback):
+class InertiaCallback(CallbackOptions, pl.Callback):
     """Log the inertia tracker's columns through the trainer's loggers.
 
     Args:
@@ -90,20 +90,8 @@ class InertiaCallback(pl.Callback):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(prefix, str):
-            raise TypeError(f"`prefix` must be a string, got {type(prefix).__name__}")
-        if report and run_dir is None:
-            raise ValueError("`report=True` needs `run_dir`: the report is rendered from the run directory")
-        self.prefix, self.every, self.nan_policy = prefix, every, nan_policy
-        self.run_dir, self.report, self.log, self.config = run_dir, report, log, dict(config or {})
-        self.recorder: StepRecorder | None = None
-        self.reports: list[Path] = []
+        self._set_options(prefix, every, nan_policy, run_dir, report, log, config)
         self._scaler: Any = None
-
-    @property
-    def history(self) -> Any:
-        """The rows of the (first) optimizer's tracker as a DataFrame; ``None`` before fitting."""
-        return None if self.recorder is None else self.recorder.trackers[0].history
 
     def _sinks(self, trainer: Any) -> Any:
         def sinks(i: int, prefix: str) -> list[Sink]:
@@ -121,14 +109,12 @@ class InertiaCallback(pl.Callback):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Attach one tracker to each of ``trainer.optimizers``."""
-        config = {"framework": "lightning", "every": self.every, "nan_policy": self.nan_policy}
-        config.update(self.config)
         self.recorder = StepRecorder(
             trainer.optimizers,
             self._sinks(trainer),
             prefix=self.prefix,
             run_dir=self.run_dir,
-            config=config,
+            config=self._run_config("lightning"),
             writer=bool(trainer.is_global_zero),
             every=self.every,
             nan_policy=self.nan_policy,

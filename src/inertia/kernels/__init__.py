@@ -46,130 +46,99 @@ functional      :mod:`~inertia.kernels.functional`    everything: the method's `
 ==============  ====================================  =============================================
 
 All give the numbers of ``functional`` to rounding error (bit for bit where the arithmetic is the
-same, which the tests pin). No module here imports :mod:`inertia.simulate`; the kernels import
-:mod:`inertia.kernels.inplace` (the ensemble base) and nothing imports back.
+same, which the tests pin). Imports go one way: this table imports the kernel modules (when it
+needs them), ``fused`` and ``fused_cpu`` import ``inplace`` (their base class), ``inplace`` and
+the others import only this package's :class:`Run` and :class:`Saves`; none imports
+:mod:`inertia.simulate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
-
+from inertia._backend import is_torch
 from inertia.dynamics import Friction
-from inertia.integrators import Method
+from inertia.kernels._protocol import Kernel, Run, Saves, saves_of
 from inertia.potentials import Potential
 
-__all__ = ["TABLE", "Kernel", "Run", "Saves", "select"]
+__all__ = ["TABLE", "Kernel", "Run", "Saves", "ensemble_kernel", "saves_of", "select"]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Run:
-    """Everything a kernel needs to know about a validated run (built by :func:`inertia.simulate`).
+def _compiled_path(run: Run) -> Kernel | None:
+    from inertia.kernels import compiled, single_path
 
-    ``theta`` and ``v`` are ``(n_paths, d)`` arrays of one backend (on a distributed rank, its
-    slice of the paths, whose first global index is ``row_offset``: the noise of path ``i`` is
-    keyed by its global index); ``mass`` / ``inv_mass`` /
-    ``inv_sqrt_mass`` floats or ``(d,)`` backend arrays; ``mass_json`` the mass as a float or a
-    list (host); ``noise(step, substep)`` the keyed standard normals of the run's paths.
-    """
-
-    potential: Potential
-    method: Method
-    theta: Any
-    v: Any
-    mass: Any
-    inv_mass: Any
-    inv_sqrt_mass: Any
-    mass_json: Any
-    friction: Friction
-    sigma: float
-    dt: float
-    t0: float
-    noise: Callable[[int, int], Any]
-    fast: bool = True
-    row_offset: int = 0
-
-    @property
-    def n_paths(self) -> int:
-        return int(self.theta.shape[0])
+    if not single_path.one_deterministic_path(run) or not compiled.available():
+        return None
+    if compiled.family_of(run.potential) is None:  # the exact built-in classes only
+        return None
+    return single_path.CompiledPathKernel(run)
 
 
-@dataclass(frozen=True)
-class Saves:
-    """The saved steps of one chunk of ``k`` steps: offsets ``j`` (``1 <= j <= k``; state after
-    ``j`` steps) ``first, first + every, ...`` and, with ``last``, ``k`` itself (the run's last
-    step, off the stride); their rows are ``row, row + 1, ...`` in that order."""
-
-    first: int
-    every: int
-    k: int
-    last: bool
-    row: int
-
-    def offsets(self, upto: int | None = None) -> np.ndarray:
-        """The saved offsets ``<= upto`` (default ``k``), ascending."""
-        top = self.k if upto is None else upto
-        out = np.arange(self.first, top + 1, self.every, dtype=np.int64)
-        if self.last and top >= self.k and (out.size == 0 or out[-1] != self.k):
-            out = np.append(out, self.k)
-        return out
-
-    def __bool__(self) -> bool:
-        return self.first <= self.k or self.last
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        """``(offset, row)`` pairs."""
-        for i, j in enumerate(self.offsets().tolist()):
-            yield j, self.row + i
-
-
-def saves_of(taken: int, k: int, save_every: int, n_steps: int, row: int) -> Saves:
-    """The saved steps of the chunk after ``taken`` steps of the run: every ``save_every``-th step
-    of the run and its last (step ``n_steps``), the saved-step rule of :func:`inertia.simulate`."""
-    first = save_every - taken % save_every
-    return Saves(first, save_every, k, taken + k == n_steps and n_steps % save_every != 0, row)
-
-
-class Kernel(Protocol):
-    """The protocol of the module docstring (``advance``'s return: ``None`` ok, ``j`` the first
-    non-finite state, ``0`` a chunk to replay)."""
-
-    name: str
-    max_chunk: int
-    records_inside: bool
-    n_grad: int
-
-    @property
-    def theta(self) -> Any: ...
-
-    @property
-    def v(self) -> Any: ...
-
-    def open(self, seed: int, initial_step: int, n_steps: int, n_rows: int) -> None: ...
-
-    def close(self) -> None: ...
-
-    def advance(self, n0: int, k: int, saves: Saves, replay: bool = False) -> int | None: ...
-
-    def record(self, row: int) -> bool: ...
-
-    def energies(self, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-
-def _single_path(run: Run) -> Kernel | None:
+def _numpy_path(run: Run) -> Kernel | None:
     from inertia.kernels import single_path
 
-    kernel: Kernel | None = single_path.make(run)
+    return single_path.LeanPathKernel(run) if single_path.one_deterministic_path(run) else None
+
+
+def ensemble_kernel(
+    method: str,
+    potential: Potential,
+    theta: Any,
+    v: Any,
+    *,
+    mass: Any,
+    friction: Friction,
+    sigma: float,
+    dt: float,
+    t0: float,
+    row_offset: int = 0,
+) -> Any:
+    """The ensemble rows of :data:`TABLE`: the in-place kernel for a diagonal quadratic
+    (:func:`inertia.kernels.inplace.ensemble_buffers`), in its fastest form for the device.
+
+    * ``fused_cuda``: torch tensors on a device type of
+      :data:`inertia.kernels.fused.FUSED_DEVICE_TYPES` (CUDA) where ``torch.compile`` exists
+      (without it, a logged warning and ``inplace``);
+    * ``fused_cpu``: NumPy or CPU torch, ``sigma = 0``, numba installed
+      (:func:`inertia.kernels.compiled.available`);
+    * ``numba_noisy``: the same with ``sigma > 0``;
+    * ``inplace``: any other NumPy or torch run;
+    * ``None`` when no in-place kernel applies.
+    """
+    from inertia.kernels import inplace
+
+    made = inplace.ensemble_buffers(method, potential, theta, v)
+    if made is None:
+        return None
+    lam, theta_buf, v_buf = made
+    kind: type[inplace.InplaceKernel] = inplace.InplaceKernel
+    on_device = False
+    if is_torch(theta):
+        from inertia.kernels import fused
+
+        on_device = fused.fused_device(theta)
+        if on_device and fused.available():
+            kind = fused.FusedKernel
+        elif on_device:
+            log.warning("torch.compile is not available: the %s run steps in place, unfused", method)
+    if not on_device and (not is_torch(theta) or theta.device.type == "cpu"):
+        from inertia.kernels import compiled
+
+        if compiled.available():
+            from inertia.kernels import fused_cpu
+
+            kind = fused_cpu.CpuFusedKernel if sigma == 0.0 else fused_cpu.CpuNoisyKernel
+    kernel = kind(method, lam, theta_buf, v_buf, mass=mass, friction=friction, sigma=sigma, dt=dt, t0=t0)
+    kernel.row_offset = row_offset
     return kernel
 
 
 def _ensemble(run: Run) -> Kernel | None:
-    from inertia.kernels.inplace import make_kernel
-
-    made = make_kernel(
+    kernel: Kernel | None = ensemble_kernel(
         run.method.name,
         run.potential,
         run.theta,
@@ -179,10 +148,8 @@ def _ensemble(run: Run) -> Kernel | None:
         sigma=run.sigma,
         dt=run.dt,
         t0=run.t0,
+        row_offset=run.row_offset,
     )
-    if made is not None:
-        made.row_offset = run.row_offset
-    kernel: Kernel | None = made
     return kernel
 
 
@@ -193,20 +160,20 @@ def _functional(run: Run) -> Kernel:
     return kernel
 
 
-#: ``(what it covers, factory)``: the factory returns a kernel, or ``None`` when the run is not
-#: its kind. The single-path factory picks ``compiled_path`` or ``numpy_path``; the ensemble
-#: factory (:func:`inertia.kernels.inplace.make_kernel`) picks ``fused_cuda``, ``fused_cpu``,
-#: ``numba_noisy`` or ``inplace`` by device, noise and numba.
+#: The choice of kernel, in order: ``(names, factory)``; a factory returns its kernel or ``None``
+#: when the run is not its kind. The ensemble row picks one of four names by device, noise and
+#: numba (:func:`ensemble_kernel`).
 TABLE: tuple[tuple[str, Callable[[Run], Kernel | None]], ...] = (
-    ("one deterministic NumPy path", _single_path),
-    ("ensembles of a diagonal quadratic, NumPy or torch", _ensemble),
-    ("anything", _functional),
+    ("compiled_path", _compiled_path),
+    ("numpy_path", _numpy_path),
+    ("fused_cuda | fused_cpu | numba_noisy | inplace", _ensemble),
+    ("functional", _functional),
 )
 
 
 def select(run: Run) -> Kernel:
     """The kernel that steps ``run``: the first row of :data:`TABLE` that takes it (only the
-    last, ``functional``, when ``run.fast`` is False, or the method declares no scheme)."""
+    last, ``functional``, when ``run.fast`` is False or the method has no kernel scheme)."""
     if run.fast and run.method.kernel_scheme is not None:
         for _, factory in TABLE[:-1]:
             kernel = factory(run)

@@ -17,7 +17,7 @@ import numpy as np
 from inertia._backend import array_namespace, to_numpy
 from inertia.energy import kinetic
 from inertia.integrators import IntegratorState, StepContext
-from inertia.kernels import Run, Saves
+from inertia.kernels._protocol import Run, Saves
 
 __all__ = ["FunctionalKernel"]
 

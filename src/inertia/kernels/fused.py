@@ -15,7 +15,7 @@ float32) plus ``16 / k`` bytes of state, against 16 bytes for a one-step fused k
 estimate, checked for correctness only (on CPU, with the compile backend and the device list
 monkeypatched by ``tests/test_fused.py``).
 
-What is fused: exactly the configurations :func:`inertia.kernels.inplace.make_kernel` accepts
+What is fused: exactly the configurations :func:`inertia.kernels.ensemble_kernel` accepts
 (a diagonal :class:`~inertia.potentials.Quadratic`, a built-in method, float32/float64), on torch
 tensors whose device type is in :data:`FUSED_DEVICE_TYPES` (``("cuda",)``). The formulas and
 their order are those of :class:`~inertia.kernels.inplace.InplaceKernel`, sub-step by
@@ -46,13 +46,20 @@ uses, into one ``(k n_noise, n_paths, d)`` buffer, so a fused run gives the numb
 ``torch.Generator`` per key (see :mod:`inertia._backend`); generating in the graph would be
 faster but would give other numbers.
 
+Recording (issue 11). Chunks end at saved steps (:func:`inertia.simulate._drive`), and the
+graph's epilogue reduces the per-path kinetic and potential energy of the chunk's last state in
+the same compiled call; a saved step then records them (and ``dissipated``) by three
+``(n_paths,)`` copies: no further pass over the ``(n_paths, d)`` state and no host
+synchronisation of its own, so saving every few steps costs little more than saving at the end.
+
 Divergence. :meth:`FusedKernel.steps` is pure with respect to the kernel's state: it computes the
-chunk's new ``theta``, ``v``, ``dissipated`` and the per-path kinetic energy of the last state,
-and commits them only when the sum of that kinetic energy is finite. Otherwise the state is left
-as it was before the chunk and :func:`inertia.simulate` replays the chunk step by step with the
-in-place step (:meth:`InplaceKernel.step`, same keyed noise), which finds the first bad step as the
-in-place loop does. The check once per chunk assumes what every blow-up does: a kinetic energy
-that has become non-finite stays so up to the end of the chunk (chunks never span a saved step).
+chunk's new ``theta``, ``v``, ``dissipated`` and the per-path kinetic (and potential) energy of the
+last state, and commits them only when the sum of the kinetic energy (plus, when the chunk ends at
+a saved step, the potential) is finite: one host synchronisation per chunk. Otherwise the state is
+left as it was before the chunk and :func:`inertia.simulate` replays the chunk step by step with
+the in-place step (:meth:`InplaceKernel.step`, same keyed noise), which finds the first bad step as
+the in-place loop does. The check once per chunk assumes what every blow-up does: a kinetic energy
+that has become non-finite stays so up to the end of the chunk.
 
 Fallback. When ``torch.compile`` is missing, or compiling or running the graph raises, the kernel
 logs a warning and steps in place from then on (the same numbers as the in-place path): never
@@ -70,7 +77,7 @@ import numpy as np
 
 from inertia._backend import Array, constant_like, normal_into
 from inertia.integrators.splitting import o_coefficients
-from inertia.kernels import Saves
+from inertia.kernels._protocol import Saves
 from inertia.kernels.inplace import InplaceKernel
 
 __all__ = ["COMPILE_BACKEND", "FUSED_DEVICE_TYPES", "MAX_CHUNK", "FusedKernel"]

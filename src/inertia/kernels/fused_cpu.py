@@ -21,7 +21,7 @@ Measured on B1 without noise (2 cores, ``benchmarks/ensemble_b1.py --only '*/bao
 about 8.7 G element-steps/s in torch float32 and 4.1 G in float64, against 1.2 G / 0.8 G for
 the eager in-place kernel in the same run.
 
-When: :func:`inertia.kernels.inplace.make_kernel` picks this kernel for ``sigma == 0``, a NumPy
+When: :func:`inertia.kernels.ensemble_kernel` picks this kernel for ``sigma == 0``, a NumPy
 array or a CPU torch tensor (stepped through its ``.numpy()`` view, which shares memory; float32
 and float64) and numba installed (:func:`inertia.kernels.compiled.available`, the ``fast``
 extra); never on CUDA (:mod:`inertia.kernels.fused`). For ``sigma > 0`` it picks
@@ -51,13 +51,19 @@ accumulated per coordinate over the chunk (``acc_j``) and reduced once at the en
 ``dissipated += 1/2 sum_j m_j acc_j``, where the in-place kernel reduces ``K = 1/2 sum_j m_j v_j^2``
 at every ``O``; the two agree to rounding error.
 
+Recording (issue 11): chunks are cut by :data:`MAX_CHUNK` and the run's end only, not by saved
+steps: :func:`run_chunk` writes the kinetic and potential energy and the friction work of every
+saved step inside the chunk into its row while the block of paths is in cache
+(``records_inside``), so saving every few steps keeps the long chunks.
+
 Divergence: as :class:`~inertia.kernels.fused.FusedKernel`. :meth:`CpuFusedKernel.steps`
 writes the chunk into a second pair of buffers and the per-path kinetic energy of the last state;
-only when its sum (and the sum of the new ``dissipated``) is finite does it swap the buffers in.
-Otherwise the state is as before the chunk and :func:`inertia.simulate` replays the chunk step by
-step with the in-place :meth:`~inertia.kernels.inplace.InplaceKernel.step`, which finds the
-first bad step as the in-place loop does (assuming, as every blow-up does, that a non-finite
-kinetic energy stays so to the end of the chunk; chunks never span a saved step).
+only when its sum (and the sum of the new ``dissipated``, and ``sum K + sum L`` of every saved
+step in the chunk) is finite does it swap the buffers in. Otherwise the state is as before the
+chunk and :func:`inertia.simulate` replays the chunk step by step with the in-place
+:meth:`~inertia.kernels.inplace.InplaceKernel.step`, which finds the first bad step as the
+in-place loop does (assuming, as every blow-up does, that a non-finite kinetic energy stays so to
+the end of the chunk), the saved steps of the replay recorded by the driver.
 
 Noisy steps (``sigma > 0``): :class:`CpuNoisyKernel`. A noisy run is bound by the keyed generator,
 whose numbers must stay those of the reference loop, so steps are not chunked: its :meth:`step`
@@ -89,13 +95,13 @@ import numpy as np
 
 from inertia._backend import Array, is_torch
 from inertia.integrators.splitting import o_coefficients
-from inertia.kernels import Saves
+from inertia.kernels._protocol import Saves
 from inertia.kernels.inplace import InplaceKernel
 
 numba: Any
 try:  # optional dependency: `pip install computational-inertia[fast]`
     import numba
-except ImportError:  # pragma: no cover - make_kernel checks compiled.available() first
+except ImportError:  # pragma: no cover - ensemble_kernel checks compiled.available() first
     numba = None
 
 __all__ = ["BLOCK_BYTES", "MAX_CHUNK", "CpuFusedKernel", "CpuNoisyKernel", "noisy_pass", "run_chunk", "slots"]

@@ -27,12 +27,13 @@ functional step counts them (a ``B`` re-evaluates only after ``theta`` moved).
 Potentials: those whose gradient is a per-coordinate product, ``grad L = lambda * theta``
 (:class:`~inertia.potentials.Quadratic` with a diagonal), so a kick is one fused multiply-add and
 ``L = 1/2 sum lambda theta^2``. Backends: NumPy and torch (any device), float32 and float64.
-:func:`make_kernel` returns ``None`` for anything else and :func:`inertia.simulate` then runs its
-generic loop.
+:func:`ensemble_buffers` returns ``None`` for anything else and the table of
+:mod:`inertia.kernels` then picks another kernel (the generic ``functional`` one).
 
 Fast paths. Two subclasses of :class:`InplaceKernel` add a ``steps(n0, k)`` that advances a
 chunk of steps in one compiled call (same sub-steps, same coefficients; :meth:`InplaceKernel.step`
-stays for recording and for replaying a chunk that diverged), and :func:`make_kernel` picks them:
+stays for recording and for replaying a chunk that diverged), and
+:func:`inertia.kernels.ensemble_kernel` picks them:
 :class:`~inertia.kernels.fused.FusedKernel` for torch tensors on CUDA (``torch.compile``,
 with or without noise), and :class:`~inertia.kernels.fused_cpu.CpuFusedKernel` for
 ``sigma = 0`` on CPU (NumPy or CPU torch) when numba is installed (a numba loop over blocks of
@@ -53,7 +54,6 @@ in every kernel.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -64,12 +64,10 @@ from inertia.dynamics import Friction
 from inertia.integrators import get_method
 from inertia.integrators.euler import EULER_STEP
 from inertia.integrators.splitting import o_coefficients, reduce_scheme
-from inertia.kernels import Saves
+from inertia.kernels._protocol import Saves
 from inertia.potentials import Potential, Quadratic
 
-__all__ = ["InplaceKernel", "diagonal_hessian", "make_kernel"]
-
-log = logging.getLogger(__name__)
+__all__ = ["InplaceKernel", "diagonal_hessian", "ensemble_buffers"]
 
 
 def diagonal_hessian(potential: Potential) -> np.ndarray | None:
@@ -186,9 +184,10 @@ class _TorchOps(_Ops):
 class InplaceKernel:
     """Steps ``theta`` and ``v`` (owned ``(n_paths, d)`` buffers) of one run in place.
 
-    Built by :func:`make_kernel`. :meth:`step` advances one step and adds the step's friction
-    work to ``dissipated``; :meth:`kinetic` and :meth:`potential` write ``K = 1/2 sum_j m_j v_j^2``
-    and ``L = 1/2 sum_j lambda_j theta_j^2`` per path into a ``(n_paths,)`` buffer.
+    Built by :func:`inertia.kernels.ensemble_kernel`. :meth:`step` advances one step and adds
+    the step's friction work to ``dissipated``; :meth:`kinetic` and :meth:`potential` write
+    ``K = 1/2 sum_j m_j v_j^2`` and ``L = 1/2 sum_j lambda_j theta_j^2`` per path into a
+    ``(n_paths,)`` buffer.
 
     The kernel protocol of :mod:`inertia.kernels` (``open``, ``advance``, ``record``,
     ``energies``, ``close``) is implemented here once for every in-place kernel: a subclass with
@@ -475,64 +474,18 @@ def _supported_array(x: Array) -> bool:
     return False
 
 
-def make_kernel(
-    method: str,
-    potential: Potential,
-    theta: Array,
-    v: Array,
-    *,
-    mass: Any,
-    friction: Friction,
-    sigma: float,
-    dt: float,
-    t0: float,
-) -> InplaceKernel | None:
-    """An :class:`InplaceKernel` stepping copies of ``theta`` and ``v``, or ``None`` when
-    ``method``, ``potential`` (:func:`diagonal_hessian`) or the backend/dtype is not supported.
-
-    Torch tensors on a device type of :data:`inertia.kernels.fused.FUSED_DEVICE_TYPES`
-    (CUDA) get a :class:`~inertia.kernels.fused.FusedKernel`, the same kernel with a
-    compiled multi-step :meth:`~inertia.kernels.fused.FusedKernel.steps` (where
-    ``torch.compile`` exists; else, with a logged warning, the plain in-place kernel). Otherwise,
-    with ``sigma == 0``, a NumPy array or a CPU tensor and numba installed
-    (:func:`inertia.kernels.compiled.available`), a
-    :class:`~inertia.kernels.fused_cpu.CpuFusedKernel` (chunks of steps in one numba loop);
-    with ``sigma > 0`` there, a :class:`~inertia.kernels.fused_cpu.CpuNoisyKernel` (each
-    step one compiled pass per noise draw, the same keyed noise).
-
-    ``mass`` is a positive float or a ``(d,)`` sequence of floats (the JSON form of the run's mass).
-    """
+def ensemble_buffers(
+    method: str, potential: Potential, theta: Array, v: Array
+) -> tuple[np.ndarray, Array, Array] | None:
+    """``(lambda, theta buffer, v buffer)`` when an in-place kernel can step this run (a diagonal
+    quadratic, a method with a kernel scheme, NumPy or torch float32/float64 of one type), the
+    buffers being owned contiguous copies; else ``None``."""
     lam = diagonal_hessian(potential)
     if lam is None or get_method(method).kernel_scheme is None or not _supported_array(theta):
         return None
     if type(v) is not type(theta) or v.dtype != theta.dtype:
         return None
-    theta_buf = _owned(theta)
-    v_buf = _owned(v)
-    kernel_type: type[InplaceKernel] = InplaceKernel
-    cuda_fused = False
-    if is_torch(theta):
-        from inertia.kernels import fused
-
-        cuda_fused = fused.fused_device(theta)
-        if cuda_fused:
-            if fused.available():
-                kernel_type = fused.FusedKernel
-            else:
-                log.warning("torch.compile is not available: the %s run steps in place, unfused", method)
-    if not cuda_fused and _on_cpu(theta):
-        from inertia.kernels import compiled
-
-        if compiled.available():
-            from inertia.kernels.fused_cpu import CpuFusedKernel, CpuNoisyKernel
-
-            kernel_type = CpuFusedKernel if sigma == 0.0 else CpuNoisyKernel
-    return kernel_type(method, lam, theta_buf, v_buf, mass=mass, friction=friction, sigma=sigma, dt=dt, t0=t0)
-
-
-def _on_cpu(x: Array) -> bool:
-    """True for a NumPy array or a CPU torch tensor (whose ``.numpy()`` view numba can step)."""
-    return not is_torch(x) or x.device.type == "cpu"
+    return lam, _owned(theta), _owned(v)
 
 
 def _owned(x: Array) -> Array:

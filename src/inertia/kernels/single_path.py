@@ -1,8 +1,9 @@
 """Kernels for one long deterministic path: the compiled path and the lean NumPy path.
 
 One path (``n_paths = 1``), no noise, a NumPy float32/float64 ``theta`` and a method with a
-scheme: :func:`make` returns a :class:`CompiledPathKernel` for a built-in potential (exact class)
-when numba is installed (the ``fast`` extra), else a :class:`LeanPathKernel` (any potential).
+scheme (:func:`one_deterministic_path`): the table of :mod:`inertia.kernels` picks a
+:class:`CompiledPathKernel` for a built-in potential (exact class) when numba is installed (the
+``fast`` extra), else a :class:`LeanPathKernel` (any potential).
 Both take the generic loop's sub-steps (:func:`_substeps`) and formulas, in the same order:
 float64 results equal ``simulate(..., fast=False)`` to rounding (bit for bit where the arithmetic
 is the same, which the tests pin), with the same recording and divergence.
@@ -30,10 +31,10 @@ import numpy as np
 from inertia.dynamics import ConstantFriction, NesterovFriction
 from inertia.energy import kinetic
 from inertia.integrators.splitting import o_coefficients, reduce_scheme
-from inertia.kernels import Run, Saves
 from inertia.kernels import compiled as cc
+from inertia.kernels._protocol import Run, Saves
 
-__all__ = ["CHECK_EVERY", "COMPILED_CHUNK", "CompiledPathKernel", "LeanPathKernel", "make"]
+__all__ = ["CHECK_EVERY", "COMPILED_CHUNK", "CompiledPathKernel", "LeanPathKernel", "one_deterministic_path"]
 
 #: The lean kernel checks divergence every this many steps (and at every saved step).
 CHECK_EVERY = 128
@@ -43,21 +44,17 @@ COMPILED_CHUNK = 1 << 16
 TABLE_CHUNK = 4096
 
 
-def make(run: Run) -> CompiledPathKernel | LeanPathKernel | None:
-    """The single-path kernel for ``run``, or ``None`` when it is not one deterministic NumPy path."""
+def one_deterministic_path(run: Run) -> bool:
+    """One path (``n_paths = 1``), no noise, NumPy float32/float64 and a method with a kernel
+    scheme: what both kernels here step (the compiled one also needs a built-in potential)."""
     theta = run.theta
     if run.n_paths != 1 or run.sigma != 0.0 or run.method.kernel_scheme is None:
-        return None
-    if not isinstance(theta, np.ndarray) or theta.dtype not in (np.float32, np.float64):
-        return None
-    if not isinstance(run.v, np.ndarray):
-        return None
-    from inertia import potentials as p
-
-    if type(run.potential) in (p.Quadratic, p.DoubleWell, p.QuarticChain, p.Rosenbrock):
-        if cc.available() and cc.family_of(run.potential) is not None:
-            return CompiledPathKernel(run)
-    return LeanPathKernel(run)
+        return False
+    return (
+        isinstance(theta, np.ndarray)
+        and theta.dtype in (np.float32, np.float64)
+        and isinstance(run.v, np.ndarray)
+    )
 
 
 def _substeps(scheme: Any, friction_free: bool) -> tuple[tuple[str, float, float], ...]:

@@ -44,6 +44,7 @@ by ``1 - eta wd``) and ``m_{j-1} = (m_j - (1 - b1) g_j) / b1``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from inertia.track.mapping import (
@@ -57,7 +58,7 @@ from inertia.track.mapping import (
 )
 from inertia.track.reduce import reduce_flat
 
-__all__ = ["AdamMapping", "adam_metric"]
+__all__ = ["AdamMapping", "Moment", "adam_metric", "moment_pairs"]
 
 
 def _floats(values: list[Any]) -> list[float]:
@@ -84,6 +85,41 @@ def adam_metric(s: Any, bc2: float, eps: float) -> Any:
     ``max_exp_avg_sq`` with amsgrad) and ``bc2 = 1 - beta2^t``: the one formula the ledger and
     the preconditioned sharpness (:mod:`inertia.curvature`) share."""
     return s.sqrt() / math.sqrt(bc2) + eps
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One slice of an Adam-family step: first moment ``m``, metric ``M``, the gradient ``g``
+    the moments used, the raw loss gradient, ``G = grad V``, and ``theta`` after and before the
+    step with the adaptive part ``du`` of the update."""
+
+    m: Any
+    metric: Any
+    g: Any
+    raw: Any
+    big_g: Any
+    theta1: Any
+    theta0: Any
+    du: Any
+
+
+def moment_pairs(
+    pairs: dict[str, tuple[Any, ...]], x: Moment, c2: float, fwd: float, hp: dict[str, float]
+) -> dict[str, tuple[Any, ...]]:
+    """The products every Adam-family mapping sums besides its ``gg`` (in ``pairs``): ``K`` and
+    the forwarded momentum (weights ``c^2/eta`` of this and the next step), ``<G, dtheta>``,
+    the recovered previous moment, decoupled decay's work and the weight-decay potentials."""
+    b1, wd, lr = hp["beta1"], hp["weight_decay"], hp["lr"]
+    m_over = x.m / x.metric
+    pairs.update(kin=(x.m, m_over, c2), fwd=(x.m, m_over, fwd), gd=(x.big_g, x.theta1 - x.theta0))
+    if b1 != 0.0:
+        m_prev = (x.m - (1.0 - b1) * x.g) / b1
+        pairs["kt"] = (m_prev, m_prev / x.metric, c2)
+    if wd and hp["decoupled"]:
+        pairs["decay"] = (x.theta0, x.du - lr * x.raw - (lr * wd) * x.theta0)
+    if wd:
+        pairs.update(th0=(x.theta0, x.theta0), th1=(x.theta1, x.theta1))
+    return pairs
 
 
 class AdamMapping(Mapping):
@@ -120,18 +156,34 @@ class AdamMapping(Mapping):
             "decoupled": float(self._is_decoupled(group)),
         }
 
+    # issue 9: the three places where Adam's relatives (inertia.track.adamax, .radam, .nadam)
+    # differ from Adam; the ledger's algebra is the same for all of them
+    def second_moment(self, st: dict[str, Any], hp: dict[str, float]) -> Any:
+        """The state tensor the metric is built from (``exp_avg_sq``; amsgrad: its maximum)."""
+        return st["max_exp_avg_sq"] if hp["amsgrad"] else st["exp_avg_sq"]
+
+    def metric(self, s: Any, t: float, hp: dict[str, float]) -> Any:
+        """The diagonal metric ``M`` of a parameter at step count ``t`` (:func:`adam_metric`)."""
+        return adam_metric(s, 1.0 - hp["beta2"] ** t, hp["eps"])
+
+    def rate(self, t: float, hp: dict[str, float]) -> float:
+        """The factor of the step size at step count ``t``: ``Delta = -(eta rate / bc1) M^{-1} m``
+        (1 for Adam)."""
+        return 1.0
+
     def preconditioner(self, group: dict[str, Any], state: Any) -> list[Any]:
-        """``P = (1 - beta1^t) M``: the step is ``theta -= eta P^{-1} m`` (Cohen et al.'s ``P``)."""
-        b1, b2 = (float(b) for b in group["betas"])
+        """``P = (1 - beta1^t) M / rate``: the step is ``theta -= eta P^{-1} m`` (Cohen et al.'s
+        ``P``; ``rate = 1`` for Adam)."""
+        hp = self.snapshot(group, state)
+        b1 = hp["beta1"]
         out: list[Any] = []
         for p in group["params"]:
             st = state[p] if p in state else {}
-            if "exp_avg_sq" not in st:
+            if "exp_avg" not in st:
                 out.append(None)
                 continue
             t = float(st["step"])
-            s = st["max_exp_avg_sq"] if group["amsgrad"] else st["exp_avg_sq"]
-            out.append((1.0 - b1**t) * adam_metric(s, 1.0 - b2**t, float(group["eps"])))
+            out.append((1.0 - b1**t) / self.rate(t, hp) * self.metric(self.second_moment(st, hp), t, hp))
         return out
 
     def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
@@ -146,8 +198,8 @@ class AdamMapping(Mapping):
         hp: dict[str, float] | None = None,
     ) -> Any:
         hp = hp if hp is not None else self.snapshot(group, state)
-        lr, b1, b2, eps, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"]
-        amsgrad, maximize, decoupled = bool(hp["amsgrad"]), bool(hp["maximize"]), bool(hp["decoupled"])
+        lr, b1, wd = hp["lr"], hp["beta1"], hp["weight_decay"]
+        maximize, decoupled = bool(hp["maximize"]), bool(hp["decoupled"])
         rows: list[tuple[Any, ...]] = []
         steps: list[Any] = []
         ref = None
@@ -155,17 +207,16 @@ class AdamMapping(Mapping):
             ref = p
             if "exp_avg" not in st:
                 continue
-            s = st["max_exp_avg_sq"] if amsgrad else st["exp_avg_sq"]
-            rows.append((grad, st["exp_avg"], s, p))
+            rows.append((grad, st["exp_avg"], self.second_moment(st, hp), p))
             steps.append(st["step"])
         if ref is None:
             ref = group["params"][0]
 
         def products(t: float, grad: Any, m: Any, s: Any, p: Any) -> dict[str, tuple[Any, ...]]:
             raw = -grad if maximize else grad
-            bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
-            metric = adam_metric(s, bc2, eps)
-            du = (-lr / bc1) * m / metric
+            bc1, rate = 1.0 - b1**t, self.rate(t, hp)
+            metric = self.metric(s, t, hp)
+            du = (-lr * rate / bc1) * m / metric
             if decoupled:
                 theta0 = (p - du) / (1.0 - lr * wd) if wd else p - du
                 g = raw
@@ -176,22 +227,10 @@ class AdamMapping(Mapping):
                 big_g = g
             # per step count t: c^2 / lr = 1 / ((1 - b1) bc1(t)), dt^2 / lr = (1 - b1) / bc1(t);
             # the forwarded momentum uses the next step's bias correction bc1(t + 1)
-            c2 = 1.0 / ((1.0 - b1) * bc1)
-            m_over = m / metric
-            pairs: dict[str, tuple[Any, ...]] = {
-                "kin": (m, m_over, c2),
-                "fwd": (m, m_over, 1.0 / ((1.0 - b1) * (1.0 - b1 ** (t + 1.0)))),
-                "gg": (g, g / metric, (1.0 - b1) / bc1),
-                "gd": (big_g, p - theta0),
-            }
-            if b1 != 0.0:
-                m_prev = (m - (1.0 - b1) * g) / b1
-                pairs["kt"] = (m_prev, m_prev / metric, c2)
-            if wd and decoupled:
-                pairs["decay"] = (theta0, du - lr * raw - (lr * wd) * theta0)
-            if wd:
-                pairs.update(th0=(theta0, theta0), th1=(p, p))
-            return pairs
+            c2 = rate / ((1.0 - b1) * bc1)
+            fwd = self.rate(t + 1.0, hp) / ((1.0 - b1) * (1.0 - b1 ** (t + 1.0)))
+            pairs = {"gg": (g, g / metric, rate * (1.0 - b1) / bc1)}
+            return moment_pairs(pairs, Moment(m, metric, g, raw, big_g, p, theta0, du), c2, fwd, hp)
 
         # parameters with different step counts (bias corrections) are summed in separate chunks
         return reduce_flat(rows, products, self.names, ref, {"decay": ("decay", wd)}, _floats(steps))
@@ -204,7 +243,11 @@ class AdamMapping(Mapping):
         schedule, metric, friction = momentum_terms(k_prev, k_old, 0.5 * lr * sums["kt"], b1)
         # reported dt: dt^2 = lr (1 - b1) / bc1(t) at the group's step count (-> lr (1 - b1))
         t = hp["step"]
-        h2 = lr * (1.0 - b1) / (1.0 - b1**t) if math.isfinite(t) and t > 0 else lr * (1.0 - b1)
+        h2 = (
+            lr * self.rate(t, hp) * (1.0 - b1) / (1.0 - b1**t)
+            if math.isfinite(t) and t > 0
+            else lr * (1.0 - b1)
+        )
         return StepTerms(
             kinetic=0.5 * lr * sums["kin"],
             forward=0.5 * sums["fwd"],

@@ -1,4 +1,4 @@
-"""Reducing the tracker's sums across processes: one all-reduce per recorded step.
+"""Reducing the tracker's sums across processes: one all-reduce per flush of recorded rows.
 
 Three layouts of the optimizer state:
 
@@ -30,6 +30,7 @@ __all__ = [
     "local_tensor",
     "local_view",
     "pack_hparams",
+    "reduce_rows",
     "reduce_vector",
     "unpack_hparams",
 ]
@@ -149,20 +150,40 @@ def unpack_hparams(hps: list[dict[str, float]], block: list[float]) -> list[dict
 def reduce_vector(losses: Any, sums: Any, layout: str, group: Any = None) -> list[float]:
     """Concatenate ``losses`` (per-rank values, averaged) and ``sums`` (state sums) into one
     float64 vector, all-reduce it once according to ``layout``, and return it as floats (the
-    one host sync of a recorded step)."""
+    one host sync): :func:`reduce_rows` of one row."""
+    return reduce_rows([(losses, sums)], layout, group)[0]
+
+
+def reduce_rows(rows: list[tuple[Any, Any]], layout: str, group: Any = None) -> list[list[float]]:
+    """Several rows' ``(losses, sums)`` in one float64 vector, one all-reduce and one host read.
+
+    Each row's losses are averaged over ranks; its state sums are added (``sharded``) or taken
+    from rank 0 (``replicated``); ``local`` does no communication. Returns each row's
+    ``losses + sums`` as Python floats, in order: a flush of ``n`` rows costs one collective
+    and one device-to-host transfer, not ``n``.
+    """
     import torch
 
-    vec = torch.cat([losses.to(device=sums.device, dtype=torch.float64), sums])
-    if layout == "local":
-        return vec.tolist()
-    import torch.distributed as dist
+    device = rows[0][1].device
+    f64 = torch.float64
+    parts = []
+    for losses, sums in rows:
+        parts += [losses.to(device=device, dtype=f64), sums.to(device=device)]
+    vec = torch.cat(parts)
+    lengths = [losses.numel() + sums.numel() for losses, sums in rows]
+    if layout != "local":
+        import torch.distributed as dist
 
-    world = dist.get_world_size(group)
-    n = losses.numel()
-    scale = torch.ones_like(vec)
-    scale[:n] = 1.0 / world
-    if layout == "replicated" and dist.get_rank(group) != 0:
-        scale[n:] = 0.0
-    vec = vec * scale
-    dist.all_reduce(vec, op=dist.ReduceOp.SUM, group=group)
-    return vec.tolist()
+        world = dist.get_world_size(group)
+        keep = 0.0 if layout == "replicated" and dist.get_rank(group) != 0 else 1.0
+        scale: list[float] = []
+        for losses, sums in rows:
+            scale += [1.0 / world] * losses.numel() + [keep] * sums.numel()
+        vec = vec * torch.tensor(scale, dtype=f64, device=device)
+        dist.all_reduce(vec, op=dist.ReduceOp.SUM, group=group)
+    flat = vec.tolist()
+    out, pos = [], 0
+    for n in lengths:
+        out.append(flat[pos : pos + n])
+        pos += n
+    return out

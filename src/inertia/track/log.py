@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from inertia._files import fsync_dir
+from inertia._files import atomic_write_bytes, open_nofollow, refuse_symlink
 from inertia._process import owner, run_status
 from inertia.runs import (
     HISTORY,
@@ -55,7 +55,7 @@ from inertia.runs import (
     RunDir,
     _iso,
     _now,
-    atomic_write_bytes,
+    check_json,
     create_run,
     read_history,
     read_manifest,
@@ -70,9 +70,10 @@ log = logging.getLogger(__name__)
 #: The manifest kind of a tracked run (``inertia report`` dispatches on it).
 KIND = "track"
 #: The values of the manifest's ``status``: ``running`` until the log closes, then ``complete``,
-#: ``stopped`` (``nan_policy="stop"``) or ``failed`` (with ``error``). A reader reports a run whose
+#: ``stopped`` (``nan_policy="stop"``), ``failed`` (with ``error``) or ``diverging`` (the
+#: tracker's divergence rule fired; ``diverging_step`` says where). A reader reports a run whose
 #: writer died while ``running`` as ``interrupted`` (:func:`run_status`); that is never written.
-STATUSES = ("running", "complete", "stopped", "failed")
+STATUSES = ("running", "complete", "stopped", "failed", "diverging")
 
 _RUNDIR_KEYS = frozenset({"kind", "started", "finished", "command", "versions"})  # write_manifest's
 _RESERVED = _RUNDIR_KEYS | {
@@ -85,6 +86,7 @@ _RESERVED = _RUNDIR_KEYS | {
     "resumes",
     "process",
     "tracked",
+    "diverging_step",
 }
 
 
@@ -190,14 +192,16 @@ class RunLog:
             raise ValueError(f"`columns` must be distinct non-empty names, got {cols!r}")
         if not isinstance(run, (RunDir, str, Path)):
             raise TypeError(f"`run` must be a RunDir or a path, got {type(run).__name__}")
+        check_json("config", dict(config))  # before anything is created
         self.columns: tuple[str, ...] = tuple(cols)
         self.fsync_every = fsync_every
         self._index = frozenset(cols)
         self._closed = False
         self._since_fsync = 0
+        header = _line(self.columns)
         if resume:
             self.run = RunDir.open(run.path if isinstance(run, RunDir) else run)
-            existing = self._prepare_resume()
+            fd, existing = self._prepare_resume()
             rows_before = len(existing)
             last = int(existing["step"].iloc[-1]) if rows_before and "step" in existing else -1
             self.step_offset = last + 1 if step_offset is None else step_offset
@@ -218,6 +222,7 @@ class RunLog:
                 process=owner(),  # issue 9: who writes, so that a reader can tell a dead run
                 status="running",
                 columns=list(cols),
+                rows=ROWS,
                 history=None,
                 n_rows=None,
                 fsync_every=fsync_every,
@@ -226,14 +231,13 @@ class RunLog:
             )
             self._data.pop("error", None)
             self.n_rows = rows_before
+            try:
+                self.run.write_manifest(self._data)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd: int = fd
         else:
-            self.run = run if isinstance(run, RunDir) else create_run(KIND, run)
-            taken = [n for n in (MANIFEST, ROWS, HISTORY) if (self.run.path / n).exists()]
-            if taken:
-                raise ValueError(
-                    f"`run` must not hold a run already (found {taken} in {str(self.run.path)!r}); "
-                    f"pass resume=True to append to it"
-                )
             self.step_offset = 0 if step_offset is None else step_offset
             self._data = {
                 "config": dict(config),
@@ -244,42 +248,59 @@ class RunLog:
                 "n_rows": None,
                 "fsync_every": fsync_every,
                 "first_nonfinite_step": None,
+                "diverging_step": None,
                 "resumes": [],
                 "process": owner(),  # issue 9: who writes, so that a reader can tell a dead run
             }
             self.n_rows = 0
-        self.run.write_manifest(self._data)  # atomic, before the first row
-        file = self.run.path / ROWS
-        new = not file.exists()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self._fd: int = os.open(file, flags, 0o666)
-        if new:
-            fsync_dir(self.run.path)
-        if os.fstat(self._fd).st_size == 0:
-            _write_all(self._fd, _line(self.columns))
+            if isinstance(run, RunDir):  # made by create_run: its manifest is not a log's yet
+                self.run = run
+                refuse_symlink(run.path / ROWS, "rows.csv")
+                taken = [n for n in (ROWS, HISTORY) if os.path.lexists(run.path / n)]
+                if taken or "rows" in read_manifest(run.path):
+                    raise ValueError(
+                        f"`run` must not hold a run log already (found {taken or [MANIFEST]} in "
+                        f"{str(run.path)!r}); pass resume=True to append to it"
+                    )
+                self.run.write_manifest(self._data)  # atomic, before the first row
+                atomic_write_bytes(run.path / ROWS, header, overwrite=False, what="rows.csv")
+            else:  # the directory appears with its manifest and the header in it
+                self.run = create_run(KIND, run, manifest=self._data, files={ROWS: header}, what="run")
+            self._fd = open_nofollow(self.run.path / ROWS, os.O_WRONLY | os.O_APPEND, "rows.csv")
         log.info("RunLog: writing %s", self.run.path)
 
     # ------------------------------------------------------------------ resume
 
-    def _prepare_resume(self) -> Any:
-        """Check the existing log's header, cut a torn last line, return the rows there."""
+    def _prepare_resume(self) -> tuple[int, Any]:
+        """Open the existing log for appending (never through a link), check its header, cut a
+        torn last line; return the descriptor and the rows there. A missing log is created
+        with its header."""
         file = self.run.path / ROWS
-        if not file.exists():
-            return read_rows(self.run.path)
-        with open(file, "rb") as f:
-            data = f.read()
-        end = data.rfind(b"\n")
-        if end >= 0:
-            header = next(csv.reader(io.StringIO(data[:end].split(b"\n", 1)[0].decode("utf-8"))))
-            if header != list(self.columns):
-                raise ValueError(
-                    f"`columns` must match the row log being resumed: {str(file)!r} has {header}, "
-                    f"got {list(self.columns)}"
-                )
-        if len(data) != end + 1:
-            log.warning("RunLog: cutting a torn last line of %d bytes from %s", len(data) - end - 1, file)
-            os.truncate(file, end + 1)
-        return read_rows(self.run.path)
+        header = _line(self.columns)
+        if not os.path.lexists(file):
+            atomic_write_bytes(file, header, overwrite=False, what="rows.csv")
+        fd = open_nofollow(file, os.O_RDWR | os.O_APPEND, "rows.csv")
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, size, 0)
+            end = data.rfind(b"\n")
+            if end >= 0:
+                first = data[: end + 1].split(b"\n", 1)[0].decode("utf-8", errors="replace")
+                found = next(csv.reader([first]), [])
+                if found != list(self.columns):
+                    raise ValueError(
+                        f"`columns` must match the row log being resumed: {str(file)!r} has "
+                        f"{found}, got {list(self.columns)}"
+                    )
+            if len(data) != end + 1:
+                log.warning("RunLog: cutting a torn last line of %d bytes from %s", len(data) - end - 1, file)
+                os.ftruncate(fd, end + 1)
+            if end < 0:
+                _write_all(fd, header)
+            return fd, read_rows(self.run.path)
+        except BaseException:
+            os.close(fd)
+            raise
 
     # ------------------------------------------------------------------ the sink protocol
 
@@ -354,6 +375,13 @@ class RunLog:
         :class:`~inertia.track.InertiaTracker` when it is created."""
         self._data["tracked"] = dict(info)
         self.run.write_manifest(self._data)
+
+    def diverging(self, step: int) -> None:
+        """The tracker flagged row ``step`` as diverging: ``diverging_step`` (shifted by
+        ``step_offset``) is written to the manifest at once, in case the run dies next."""
+        if self._data.get("diverging_step") is None:
+            self._data["diverging_step"] = int(step) + self.step_offset
+            self.run.write_manifest(self._data)
 
     def finish(self, status: str, error: str | None = None) -> None:
         """The tracker's verdict on how the run ended, called by

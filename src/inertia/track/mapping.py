@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from inertia.ledger import StepTerms
+
 __all__ = [
     "MAPPINGS",
     "Mapping",
@@ -45,33 +47,6 @@ __all__ = [
     "mapping_for",
     "register_mapping",
 ]
-
-
-@dataclass(frozen=True)
-class StepTerms:
-    """One parameter group's part of the ledger of one optimizer step ``j`` (Python floats).
-
-    ``kinetic`` is ``K_{j+1}`` (the velocity that reached ``theta_{j+1}``); ``forward`` is that
-    momentum carried to the next step's scale without its learning rate, so that the next step's
-    rescaled old kinetic energy is ``K~_old = lr_{j+1} * forward`` (this is how schedules,
-    warm-ups from ``lr = 0`` and Adam's per-parameter bias corrections enter the ledger);
-    ``g_dtheta = <G_j, theta_{j+1} - theta_j>`` with ``G_j = grad V(theta_j)``;
-    ``reg_before``/``reg_after`` are ``wd/2 ||theta_j||^2`` and ``wd/2 ||theta_{j+1}||^2``.
-    """
-
-    kinetic: float
-    forward: float
-    schedule: float
-    metric: float
-    friction: float
-    numerical: float
-    decay: float
-    g_dtheta: float
-    reg_before: float
-    reg_after: float
-    lr: float
-    dt: float
-    momentum: float
 
 
 @dataclass(frozen=True)
@@ -155,6 +130,12 @@ class Mapping(ABC):
         """
         return 2.0 * terms.dt**2 * terms.kinetic
 
+    def has_stepped(self, optimizer: Any) -> bool:
+        """Whether ``optimizer`` has taken a step already (issue 9): by default, whether it holds
+        any state; an optimizer that creates its state in its constructor (Adagrad) says so
+        from its step counts."""
+        return len(optimizer.state) > 0
+
     @abstractmethod
     def snapshot(self, group: dict[str, Any], state: Any) -> dict[str, float]:
         """The hyper-parameters of the step just taken (read before a scheduler changes them)."""
@@ -200,8 +181,9 @@ MAPPINGS: dict[type, Mapping] = {}
 def register_mapping(optimizer_type: type, mapping: Mapping) -> None:
     """Teach the tracker an optimizer: ``register_mapping(MyOptimizer, MyMapping())``.
 
-    Lookup is by exact type, so a subclass of a supported optimizer (which may change what
-    ``step`` does) must be registered explicitly, e.g. with the parent's mapping.
+    A subclass of a registered optimizer that keeps its ``step`` is found without registering
+    (:func:`mapping_for`); one that overrides ``step`` must be registered, e.g. with the
+    parent's mapping if its update rule is the parent's.
     """
     if not isinstance(optimizer_type, type):
         raise TypeError(f"`optimizer_type` must be a class, got {optimizer_type!r}")
@@ -210,17 +192,49 @@ def register_mapping(optimizer_type: type, mapping: Mapping) -> None:
     MAPPINGS[optimizer_type] = mapping
 
 
+def _same_step(cls: type, base: type) -> bool:
+    """Whether ``cls`` runs ``base``'s ``step`` (torch wraps ``step`` per class: unwrap it)."""
+    import inspect
+
+    return inspect.unwrap(cls.step) is inspect.unwrap(base.step)  # type: ignore[attr-defined]
+
+
+#: why an optimizer without a mapping has none, for the error message (issue 9)
+_WHY = {
+    "LBFGS": "its step runs a line search over several closure evaluations along a quasi-Newton "
+    "direction built from a history of curvature pairs; no state of it is a momentum, so there "
+    "is no velocity or kinetic energy to read",
+}
+
+
 def mapping_for(optimizer: Any) -> Mapping:
-    """The registered mapping of ``optimizer``'s exact type, or a ``TypeError`` that lists the
-    supported optimizers and shows how to register one."""
-    mapping = MAPPINGS.get(type(optimizer))
-    if mapping is None:
-        supported = ", ".join(sorted(f"{t.__module__}.{t.__qualname__}" for t in MAPPINGS))
-        raise TypeError(
-            f"the inertia tracker has no mapping for {type(optimizer).__qualname__}. Supported: "
-            f"{supported}. To add one, subclass inertia.track.Mapping (see inertia/track/sgd.py) "
-            f"and call inertia.track.register_mapping({type(optimizer).__qualname__}, "
-            f"YourMapping()); a subclass of a supported optimizer that keeps its step can reuse "
-            f"its mapping, e.g. register_mapping(MyAdam, inertia.track.AdamMapping())."
+    """The mapping of ``optimizer``: that of its exact type, else that of the nearest registered
+    base class whose ``step`` it runs unchanged; otherwise a ``TypeError`` that says why there
+    is none, lists the supported optimizers and shows how to register one."""
+    cls = type(optimizer)
+    mapping = MAPPINGS.get(cls)
+    if mapping is not None:
+        return mapping
+    overridden = None
+    for base in cls.__mro__[1:]:
+        if base in MAPPINGS:
+            if _same_step(cls, base):  # issue 9: a subclass that keeps torch's step
+                return MAPPINGS[base]
+            overridden = base
+            break
+    supported = ", ".join(sorted(f"{t.__module__}.{t.__qualname__}" for t in MAPPINGS))
+    name = cls.__qualname__
+    if overridden is not None:
+        why = (
+            f"{name} overrides the step of {overridden.__qualname__}, so the update rule the "
+            f"mapping was derived for may no longer hold"
         )
-    return mapping
+    else:
+        why = _WHY.get(name, "no mapping derives its update rule as a step of the dynamics")
+    raise TypeError(
+        f"the inertia tracker has no mapping for {name}: {why}. Supported: {supported}. To add "
+        f"one, subclass inertia.track.Mapping (see inertia/track/sgd.py for a derivation and "
+        f"its sums) and call inertia.track.register_mapping({name}, YourMapping()); if the "
+        f"update rule is that of a supported optimizer, register its mapping, e.g. "
+        f"register_mapping({name}, inertia.track.AdamMapping())."
+    )

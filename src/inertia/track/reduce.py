@@ -24,8 +24,9 @@ Accuracy. Each slice's sum is one BLAS dot product (:func:`chunk_dot`) in the op
 the slices' dots are converted to float64 and added there. The element-wise values are those of
 a per-tensor computation, so only the order of the additions changes: float64 state is exact to
 rounding, float32 state has an error of order ``eps_32 log2(slice) |a| |b|`` (pairwise/BLAS
-summation), below the float32 rounding of the state itself; bf16/fp16 operands are promoted to
-float32 before the dot.
+summation), below the float32 rounding of the state itself. bf16/fp16 state (mixed precision) is
+converted to float32 slice by slice before the element-wise formulas and the dots, so its sums
+carry float32 rounding, not bf16's 8 bits.
 """
 
 from __future__ import annotations
@@ -60,14 +61,14 @@ def slice_size(device: Any, n_elements: int) -> int:
 def chunk_dot(a: Any, b: Any) -> Any:
     """``sum(a * b)`` in one BLAS pass (``torch.dot``) without temporaries, as a 0-d tensor.
 
-    Both operands are promoted to a common floating dtype first if they differ, and to float32
-    if that is a 16-bit one (bf16/fp16 sums would round to 8 or 11 bits).
+    Both operands are promoted to a common floating dtype first if they differ (16-bit state
+    reaches it already in float32: :func:`reduce_flat`).
     """
     import torch
 
     dtype = torch.promote_types(a.dtype, b.dtype)
-    if not dtype.is_floating_point or dtype.itemsize < 4:
-        dtype = torch.float32 if dtype.itemsize <= 4 else torch.float64
+    if not dtype.is_floating_point:
+        dtype = torch.float64
     if a.dtype != dtype:
         a = a.to(dtype)
     if b.dtype != dtype:
@@ -110,6 +111,7 @@ def reduce_flat(
     plan: list[tuple[int, int, float]] = []  # (dot, sum, weight)
     with torch.no_grad():
         for key, cols in _slices(rows, keys):
+            cols = [_working_precision(c) for c in cols]
             for product, pair in products(key, *cols).items():
                 targets = dest.get(product)
                 if not targets:
@@ -129,6 +131,12 @@ def reduce_flat(
         # index_add, not a weight matrix: 0 * inf would turn an infinite sum into NaN
         out = torch.zeros(len(names), dtype=f64, device=device)
         return out.index_add_(0, dst, values.index_select(0, src) * weight)
+
+
+def _working_precision(column: Any) -> Any:
+    """bf16/fp16 state as float32 (one copy per column and slice), so that the element-wise
+    formulas and the dots run in float32; other columns as they are."""
+    return column if column is None or column.dtype.itemsize >= 4 else column.float()
 
 
 @functools.lru_cache(maxsize=256)

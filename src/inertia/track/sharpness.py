@@ -26,7 +26,7 @@ Columns added to the tracker's rows (:data:`SHARPNESS_COLUMNS`):
   quadratic; in ``"exact"`` mode on the same batch). ``n_hvp`` counts the products used.
 
 When ``sharpness_ratio`` (or, in ``"exact"`` mode, ``update_curvature / threshold``) first reaches
-``warn_ratio``, a :class:`StabilityWarning` is issued once (and logged); later crossings are in
+``warn_ratio``, a :class:`StabilityWarning` is issued once (and logged at INFO); later crossings are in
 the history only.
 
 Cost: ``n_hvp`` Hessian-vector products every ``n`` steps (about 1.5 gradients each, measured
@@ -43,21 +43,12 @@ from collections.abc import Callable
 from typing import Any
 
 from inertia import curvature
-from inertia.track.mapping import Mapping, StepTerms
+from inertia.ledger import SHARPNESS_COLUMNS, StepTerms
+from inertia.track.mapping import Mapping
 
 __all__ = ["SHARPNESS_COLUMNS", "SharpnessMonitor", "StabilityWarning"]
 
 log = logging.getLogger(__name__)
-
-#: the columns :class:`SharpnessMonitor` adds to the tracker's rows, in order
-SHARPNESS_COLUMNS = (
-    "update_curvature",
-    "threshold",
-    "sharpness",
-    "sharpness_ratio",
-    "curvature_quadratic",
-    "n_hvp",
-)
 
 
 class StabilityWarning(RuntimeWarning):
@@ -130,6 +121,7 @@ class SharpnessMonitor:
         self.sign = -1.0 if any(g.get("maximize", False) for g in groups) else 1.0
         self.warned = False
         self._pending: dict[int, dict[str, float]] = {}
+        self._thresholds: dict[int, float] = {}  # read at record time (rows may be flushed later)
         self._snap: list[Any] | None = None
         self._v0: Any = None
         self._n_steps = 0
@@ -153,7 +145,9 @@ class SharpnessMonitor:
         return out
 
     def measure(self, k: int, closure: Callable[[], Any] | None) -> None:
-        """At the record of step ``k``: if due, the sharpness and the quadratic form of row ``k + 1``."""
+        """At the record of step ``k``: the threshold of row ``k`` (the learning rate before a
+        scheduler changes it) and, if due, the sharpness and the quadratic form of row ``k + 1``."""
+        self._thresholds[k] = _min_threshold(self.optimizer)
         if not self._due(k):
             return
         if closure is None:
@@ -195,7 +189,7 @@ class SharpnessMonitor:
             self._snap = None
         n_hvp = op.n_hvp
         op.release()
-        thr = _min_threshold(self.optimizer)
+        thr = self._thresholds[k]
         ratio = lam / thr if math.isfinite(thr) and thr > 0 else math.nan
         self._pending[k + 1] = {
             "sharpness": lam,
@@ -216,7 +210,7 @@ class SharpnessMonitor:
             "training is at or past the edge of stability; later crossings are only in the history "
             "(columns sharpness_ratio, update_curvature, threshold)"
         )
-        log.warning(msg)
+        log.info(msg)
         warnings.warn(msg, StabilityWarning, stacklevel=4)
 
     def columns(self, k: int, row: dict[str, Any], terms: list[StepTerms] | None, hps: Any) -> dict[str, Any]:
@@ -224,7 +218,11 @@ class SharpnessMonitor:
         hyper-parameters per group, if the row has a ledger)."""
         out: dict[str, Any] = dict.fromkeys(SHARPNESS_COLUMNS, math.nan)
         out["n_hvp"] = 0
-        out["threshold"] = _min_threshold(self.optimizer)
+        # the threshold at the learning rate of step k - 1, the step that led to row k (its lr)
+        thr = self._thresholds.get(k - 1, self._thresholds.get(k))
+        out["threshold"] = _min_threshold(self.optimizer) if thr is None else thr
+        for old in [j for j in self._thresholds if j < k - 1]:
+            del self._thresholds[old]
         if terms is not None and hps is not None:
             denom = sum(self.mapping.update_norm(hp, t) for hp, t in zip(hps, terms, strict=True))
             b = row.get("curvature", math.nan)

@@ -34,9 +34,11 @@ loss and ``noise = V_next_batch(theta_k) - V_same_batch(theta_k)``. On a full-ba
 quadratic the residual is rounding error in both modes.
 
 Cost. The sums are taken right after ``optimizer.step()`` by an optimizer step hook, on the
-parameters' device, and brought to the host together with the losses in one transfer per
-recorded row (one all-reduce under ``torch.distributed``). With ``every = n`` only the two steps
-before each recorded row are summed.
+parameters' device, per parameter group in a number of device operations that does not grow with
+the number of parameter tensors (:mod:`inertia.track.reduce`). A recorded row stays on the device
+until a flush brings ``flush_every`` rows to the host in one transfer (one all-reduce under
+``torch.distributed``); on a CPU each row is flushed at once. With ``every = n`` only the two
+steps before each recorded row are summed. The row arithmetic is :func:`inertia.ledger.ledger_row`.
 
 Non-interference. Nothing the optimizer or model owns is written; the loss is detached (no
 graph is kept); the closure runs under ``torch.no_grad()`` with the RNG state restored.
@@ -52,46 +54,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from inertia.ledger import COLUMNS, StepTerms, ledger_row
 from inertia.track.distributed import (
     LAYOUTS,
     check_layout,
     detect_layout,
     local_view,
     pack_hparams,
-    reduce_vector,
+    reduce_rows,
     unpack_hparams,
 )
-from inertia.track.mapping import PreStep, StepTerms, mapping_for
+from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
+from inertia.track.mapping import PreStep, mapping_for
 from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 
 log = logging.getLogger(__name__)
 
-#: the columns of :attr:`InertiaTracker.history`, in order
-COLUMNS = (
-    "step",
-    "lr",
-    "dt",
-    "gamma",
-    "kinetic",
-    "potential",
-    "inertia",
-    "delta_inertia",
-    "friction",
-    "numerical",
-    "curvature",
-    "noise",
-    "schedule",
-    "metric",
-    "decay",
-    "restart",
-    "residual",
-    "finite",
-)
 _MODES = ("cheap", "exact")
+_DEFAULT_RULE = DivergenceRule()  # issue 9
 _POLICIES = ("raise", "flag", "stop")
-_LEDGER = ("schedule", "metric", "friction", "numerical", "decay")
+#: rows kept on the device between host reads when the parameters are on an accelerator
+DEVICE_FLUSH_EVERY = 32
 
 
 class NonFiniteError(FloatingPointError):
@@ -110,6 +95,20 @@ class Sink(Protocol):
 class _Hook:
     hps: list[dict[str, float]]
     sums: Any  # float64 tensor, all groups concatenated
+
+
+@dataclass
+class _Staged:
+    """A recorded row waiting on the device for the next flush."""
+
+    k: int
+    losses: Any  # float64 tensor: L_k (, L_{k-1} (, same-batch L_{k-1} at theta_k))
+    sums: Any  # float64 tensor: the hooks' sums of ``steps``, concatenated
+    steps: list[int]  # the optimizer steps whose sums travel with the row
+    hps: dict[int, list[dict[str, float]]]  # their groups' hyper-parameters
+    reuse: bool  # step k-2's terms come from the previous row (not transferred again)
+    restarted: frozenset[int] = frozenset()  # issue 14: of steps k-2, k-1, those followed by a restart
+    skipped: int = 0  # record() calls without an optimizer step since the previous row (GradScaler)
 
 
 def _as_scalar_tensor(name: str, value: Any) -> Any:
@@ -144,6 +143,41 @@ def _check_lr(lr: Any, group: int, step: int | None) -> None:
         )
 
 
+# issue 10: sinks are checked when the tracker is made
+def _check_sinks(sinks: Any) -> list[Any]:
+    """``sinks`` as a list, each with callable ``write(row)`` and ``close()``, else ``TypeError``.
+
+    A single sink passed bare (``sinks=RunLog(d)``) is refused, and closed first (marked
+    ``failed`` if it can be annotated), so that its run directory is not left ``running``.
+    """
+
+    def is_sink(x: Any) -> bool:
+        return callable(getattr(x, "write", None)) and callable(getattr(x, "close", None))
+
+    if is_sink(sinks):
+        if callable(getattr(sinks, "annotate", None)):
+            sinks.annotate(
+                status="failed", error="TypeError: passed to InertiaTracker as `sinks` without a list"
+            )
+        sinks.close()
+        raise TypeError(
+            f"`sinks` must be a list of sinks, got a bare {type(sinks).__name__}; pass sinks=[...] "
+            f"(the {type(sinks).__name__} has been closed)"
+        )
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable):
+        raise TypeError(
+            f"`sinks` must be a list of sinks (objects with write(row) and close()), got {sinks!r}"
+        )
+    out = list(sinks)
+    for i, sink in enumerate(out):
+        if not is_sink(sink):
+            raise TypeError(
+                f"`sinks[{i}]` must be a sink with write(row) and close() methods (e.g. "
+                f"inertia.track.RunLog(path)), got {type(sink).__name__} {sink!r}"
+            )
+    return out
+
+
 class InertiaTracker:
     """Track ``I = K + V`` and its exact per-step ledger from a ``torch.optim`` optimizer.
 
@@ -169,6 +203,17 @@ class InertiaTracker:
             before them; a multiple of ``every``). See :mod:`inertia.track.sharpness`.
         warn_ratio: a :class:`~inertia.track.StabilityWarning` once when the sharpness reaches
             this fraction of the stability threshold.
+        flush_every: recorded rows kept on the device before they are read to the host
+            together (one transfer, one all-reduce under ``torch.distributed``); ``None``: 1
+            when every parameter is on a CPU (each row at once, as before), else
+            :data:`DEVICE_FLUSH_EVERY`. Rows, sinks and the NaN policy act at each flush, at
+            :meth:`flush` and at :meth:`close`: a non-finite step is acted on up to
+            ``flush_every - 1`` rows late, and a killed run keeps the rows flushed so far.
+        divergence: the rule that flags a blow-up that stays finite
+            (:class:`~inertia.track.divergence.DivergenceRule`): the first recorded row that
+            meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
+            step and sets :attr:`status` to ``"diverging"`` (tracking goes on); ``None`` turns
+            it off.
 
     Example:
         >>> import torch
@@ -196,13 +241,20 @@ class InertiaTracker:
         fresh: bool | None = None,
         sharpness_every: int | None = None,
         warn_ratio: float = 0.9,
+        flush_every: int | None = None,
+        divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
     ) -> None:
+        sinks = _check_sinks(sinks)  # issue 10: at construction, not at the first record()
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
         if nan_policy not in _POLICIES:
             raise ValueError(f"`nan_policy` must be one of {_POLICIES}, got {nan_policy!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"`every` must be an integer >= 1, got {every!r}")
+        if flush_every is not None and (
+            isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
+        ):
+            raise ValueError(f"`flush_every` must be None or an integer >= 1, got {flush_every!r}")
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
         # issue 14: a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
@@ -234,6 +286,10 @@ class InertiaTracker:
         check_layout(self.layout, params, process_group)
         self.process_group = process_group
         self.mode, self.every, self.nan_policy = mode, every, nan_policy
+        if flush_every is None:  # a CPU has no device to wait for: today's row-by-row behaviour
+            on_cpu = all(p.device.type == "cpu" for p in params)
+            flush_every = 1 if on_cpu else DEVICE_FLUSH_EVERY
+        self.flush_every = flush_every
         self.sinks = list(sinks) if self._is_writer() else []
         for i, group in enumerate(local.param_groups):  # issue 9: a clear error, not sqrt's
             _check_lr(group.get("lr"), i, None)
@@ -255,12 +311,15 @@ class InertiaTracker:
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
-        self.fresh = len(local.state) == 0 if fresh is None else fresh
+        self.fresh = not self.mapping.has_stepped(local) if fresh is None else fresh  # issue 9
         self.stopped = False
         # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
         self.status = "running"
         self.error: str | None = None
         self._closed = False
+        if divergence is not None and not isinstance(divergence, DivergenceRule):
+            raise TypeError(f"`divergence` must be a DivergenceRule or None, got {type(divergence).__name__}")
+        self._divergence = None if divergence is None else DivergenceMonitor(divergence)
         self._warned_nonfinite = False
         self._pre = PreStep()
         self._versions: dict[int, int] = {}
@@ -268,9 +327,14 @@ class InertiaTracker:
         self._n_steps = 0
         self._n_records = 0
         self._hooks: dict[int, _Hook] = {}
+        self._group_ids: dict[int, tuple[int, ...]] = {}  # issue 9
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
+        self._staged: list[_Staged] = []  # recorded rows not yet flushed
+        self._skipped = 0  # record() calls without a step since the last staged row
+        self._skipped_total = 0
+        self._terms_step: int | None = None  # the step whose terms the last staged row assembles
         import torch
 
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
@@ -387,8 +451,12 @@ class InertiaTracker:
         if sharded:  # hyper-parameters this rank cannot know travel in the same all-reduce
             sums.append(pack_hparams(hps, device))
         self._hooks[j] = _Hook(hps, torch.cat(sums))
+        # issue 9: which groups step j had, so that groups added or removed mid-run are paired
+        self._group_ids[j] = tuple(id(g) for g in self._local.param_groups)
         for old in [s for s in self._hooks if s < j - 2]:
             del self._hooks[old]
+        for old in [s for s in self._group_ids if s < j - 2]:
+            del self._group_ids[old]
 
     # ------------------------------------------------------------------ public API
 
@@ -402,7 +470,9 @@ class InertiaTracker:
                 state restored, and only when the next recorded row needs it.
 
         Returns:
-            The row of step ``k`` if it is recorded, else ``None``.
+            The row of step ``k`` if it is recorded and flushed by this call (always, with
+            ``flush_every=1``), else ``None``; rows flushed later appear in :attr:`rows`,
+            :attr:`history` and the sinks.
         """
         if self._closed:  # issue 9
             raise RuntimeError(
@@ -413,12 +483,17 @@ class InertiaTracker:
             return None
         k = self._n_records
         if self._n_steps == k:
-            warnings.warn(
-                "InertiaTracker.record() called without an optimizer.step() since the "
-                "last record (a step skipped, e.g. by GradScaler?): nothing recorded",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            # a skipped step (GradScaler found non-finite gradients): no parameter changed
+            self._skipped += 1
+            if self._skipped_total == 0:
+                warnings.warn(
+                    "InertiaTracker.record() called without an optimizer.step() since the "
+                    "last record (a step skipped, e.g. by GradScaler?): nothing recorded; such "
+                    "calls are counted in the next row's `skipped` column (warned once)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self._skipped_total += 1
             return None
         if self._n_steps != k + 1:
             raise RuntimeError(
@@ -442,22 +517,55 @@ class InertiaTracker:
             del self._closures[old]
         if not self._recorded(k):
             return None
-        row = self._row(k)
-        if self._sharpness is not None:  # issue 12
-            hook = self._hooks.get(k - 1)
-            terms = self._assembled.get(k - 1)
-            row.update(self._sharpness.columns(k, row, terms, hook.hps if hook and terms else None))
-        self.rows.append(row)
-        for sink in self.sinks:
-            sink.write(row)
-        if not row["finite"]:
-            self._on_nonfinite(k)
-        return row
+        self._stage(k)
+        if len(self._staged) < self.flush_every:
+            return None
+        rows = self.flush()
+        return rows[-1] if rows and rows[-1]["step"] == k else None
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Bring the staged rows to the host and hand them on; returns them in order.
+
+        One device-to-host transfer for all of them (and, under ``torch.distributed``, one
+        all-reduce: call it on every rank). Each row goes to :attr:`rows` and the sinks, then
+        the NaN policy acts on it: with ``"raise"`` or ``"stop"`` the rows staged after the
+        first non-finite one are dropped. Called by :meth:`record` every ``flush_every`` rows
+        and by :meth:`close`.
+        """
+        if not self._staged:
+            return []
+        staged, self._staged = self._staged, []
+        vecs = reduce_rows([(e.losses, e.sums) for e in staged], self.layout, self.process_group)
+        out = []
+        for e, vec in zip(staged, vecs, strict=True):
+            row = self._row(e, vec)
+            if self._sharpness is not None:  # issue 12
+                terms = self._assembled.get(e.k - 1)
+                hps = e.hps.get(e.k - 1)
+                row.update(self._sharpness.columns(e.k, row, terms, hps if terms else None))
+            self.rows.append(row)
+            out.append(row)
+            for sink in self.sinks:
+                sink.write(row)
+            if self._divergence is not None and self._divergence.update(e.k, row["inertia"], row["finite"]):
+                self._on_diverging(e.k)  # issue 9
+            if not row["finite"]:
+                self._on_nonfinite(e.k)
+                if self.stopped:
+                    break
+        return out
 
     @property
     def history(self) -> Any:
-        """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`)."""
+        """The recorded rows as a pandas DataFrame (columns :data:`COLUMNS`).
+
+        In a single process the staged rows are flushed first; under ``torch.distributed`` it
+        holds the rows up to the last flush (:meth:`flush` must be called on every rank).
+        """
         import pandas as pd
+
+        if self.layout == "local" and not self.stopped:
+            self.flush()
 
         return pd.DataFrame(self.rows, columns=self.columns)
 
@@ -469,14 +577,22 @@ class InertiaTracker:
     def close(self) -> None:
         """Remove the optimizer hook and close the sinks (finalising a run directory).
 
-        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"`` (``nan_policy=
-        "stop"``) or ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving a ``with``
-        block; :attr:`error` says which); a sink with a ``finish(status, error)`` method (a
+        :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"``
+        (``nan_policy="stop"``), ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving
+        a ``with`` block; :attr:`error` says which) or ``"diverging"`` (the ``divergence`` rule
+        fired); a sink with a ``finish(status, error)`` method (a
         :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
         nothing.
         """
         if self._closed:  # issue 9
             return
+        try:
+            if not self.stopped:
+                self.flush()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
@@ -512,6 +628,22 @@ class InertiaTracker:
             value = closure()
         return _as_scalar_tensor("closure()", value)
 
+    def _on_diverging(self, k: int) -> None:  # issue 9
+        rule = self._divergence.rule if self._divergence is not None else _DEFAULT_RULE
+        if self.status == "running":
+            self.status = "diverging"
+        for sink in self.sinks:
+            mark = getattr(sink, "diverging", None)
+            if callable(mark):
+                mark(k)
+        warnings.warn(
+            f"the run is diverging at step {k}: its inertia rose at each of the last {rule.window} "
+            f"recorded rows, by a factor >= {rule.growth:g}, above where it started "
+            f"(inertia.track.divergence; divergence=None turns this off)",
+            DivergenceWarning,
+            stacklevel=3,
+        )
+
     def _on_nonfinite(self, k: int) -> None:
         msg = f"non-finite loss or optimizer state at step {k}"
         if self.nan_policy == "raise":
@@ -526,132 +658,129 @@ class InertiaTracker:
             log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
         self._warned_nonfinite = True
 
-    def _merge_hparams(self, vec: list[float], n_loss: int, hook_steps: list[int]) -> list[float]:
-        """Sharded layout: fill each hook's unknown hyper-parameters from the all-reduced block
+    def _stage(self, k: int) -> None:
+        """Row ``k``'s losses and sums, gathered on the device until the next flush (no sync)."""
+        import torch
+
+        loss_list = [self._losses[k]]
+        if k >= 1:
+            loss_list.append(self._losses.get(k - 1, self._nan))
+            if self.mode == "exact":
+                loss_list.append(self._closures.get(k - 1, self._nan))
+        steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
+        # step k-2's terms are assembled for the previous row when recording every step: reuse
+        # them instead of transferring and assembling its sums again
+        reuse = k >= 2 and self._terms_step == k - 2
+        steps = [j for j in steps if j in self._hooks and not (j == k - 2 and reuse)]
+        self._terms_step = k - 1 if k >= 1 and k - 1 in steps else None
+        device = loss_list[0].device
+        losses = torch.stack([v.to(device=device, dtype=torch.float64) for v in loss_list])
+        sums = (
+            torch.cat([self._hooks[j].sums for j in steps])
+            if steps
+            else torch.zeros(0, dtype=torch.float64, device=device)
+        )
+        hps = {j: self._hooks[j].hps for j in steps}
+        restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)  # issue 14
+        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted, self._skipped))
+        self._skipped = 0
+
+    def _merge_hparams(self, vec: list[float], n_loss: int, e: _Staged) -> list[float]:
+        """Sharded layout: fill each step's unknown hyper-parameters from the all-reduced block
         that follows its sums (:func:`inertia.track.distributed.unpack_hparams`) and return the
         vector without those blocks."""
         out, pos = vec[:n_loss], n_loss
-        for j in hook_steps:
-            hook = self._hooks[j]
-            n_sums = len(hook.hps) * len(self.mapping.names)
-            n_block = 2 * sum(len(hp) for hp in hook.hps)
+        for j in e.steps:
+            hps = e.hps[j]
+            n_sums = len(hps) * len(self.mapping.names)
+            n_block = 2 * sum(len(hp) for hp in hps)
             out += vec[pos : pos + n_sums]
-            hook.hps = unpack_hparams(hook.hps, vec[pos + n_sums : pos + n_sums + n_block])
+            e.hps[j] = unpack_hparams(hps, vec[pos + n_sums : pos + n_sums + n_block])
             pos += n_sums + n_block
         return out
 
-    def _split(self, vec: list[float], hook_steps: list[int]) -> dict[int, list[dict[str, float]]]:
+    def _split(self, vec: list[float], e: _Staged) -> dict[int, list[dict[str, float]]]:
         names = self.mapping.names
         out, pos = {}, 0
-        for j in hook_steps:
+        for j in e.steps:
             groups = []
-            for _ in self._hooks[j].hps:
+            for _ in e.hps[j]:
                 groups.append(dict(zip(names, vec[pos : pos + len(names)], strict=True)))
                 pos += len(names)
             out[j] = groups
         return out
 
     def _assemble(
-        self, j: int, sums: list[dict[str, float]], prev: list[StepTerms] | None
+        self, j: int, hps: list[dict[str, float]], sums: list[dict[str, float]], prev: list[StepTerms] | None
     ) -> list[StepTerms]:
-        hps = self._hooks[j].hps
         fresh = self.fresh and j == 0
+        paired = self._paired(j, prev)  # issue 9
         return [
-            self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
+            self.mapping.assemble(hp, s, *paired[i])
+            if paired
+            else self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
             for i, (hp, s) in enumerate(zip(hps, sums, strict=True))
         ]
 
-    def _row(self, k: int) -> dict[str, Any]:
-        import torch
+    def _paired(self, j: int, prev: list[StepTerms] | None) -> list[tuple[StepTerms | None, bool]] | None:
+        """Issue 9: ``(previous terms, fresh)`` for each group of step ``j`` when the optimizer's
+        groups changed since step ``j - 1`` (``add_param_group``, a group removed): a group is
+        paired with its own previous terms; a new group starts at rest (``fresh``). ``None``
+        when the groups did not change."""
+        now, before = self._group_ids.get(j), self._group_ids.get(j - 1)
+        if prev is None or now is None or before is None or now == before:
+            return None
+        by_id = dict(zip(before, prev, strict=True))
+        return [(by_id.get(g), g not in by_id) for g in now]
 
-        exact = self.mode == "exact"
-        loss_list = [self._losses[k]]
-        if k >= 1:
-            loss_list.append(self._losses.get(k - 1, self._nan))
-            if exact:
-                loss_list.append(self._closures.get(k - 1, self._nan))
-        hook_steps = [0] if k == 0 else [j for j in (k - 2, k - 1) if j >= 0]
-        # step k-2's terms were assembled for the previous row when recording every step: reuse
-        # them instead of transferring and assembling its sums again
-        reused = self._assembled.get(k - 2) if k >= 2 else None
-        hook_steps = [j for j in hook_steps if j in self._hooks and not (j == k - 2 and reused)]
-        device = loss_list[0].device
-        losses = torch.stack([v.to(device=device, dtype=torch.float64) for v in loss_list])
-        sums = (
-            torch.cat([self._hooks[j].sums for j in hook_steps])
-            if hook_steps
-            else torch.zeros(0, dtype=torch.float64)
-        )
-        vec = reduce_vector(losses, sums, self.layout, self.process_group)
-        n_loss = len(loss_list)
-        if self.layout == "sharded":
-            vec = self._merge_hparams(vec, n_loss, hook_steps)
-        by_step = self._split(vec[n_loss:], hook_steps)
-        row: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
-        row["step"] = k
-        # under ``maximize`` the optimizer descends -L: the potential is -loss (+ regulariser)
-        sign = -1.0 if self._maximize else 1.0
-        vec[:n_loss] = [sign * x for x in vec[:n_loss]]
-        loss_k = vec[0]
-        if k == 0:
-            terms0 = self._assemble(0, by_step[0], None) if 0 in by_step else None
-            reg = sum(t.reg_before for t in terms0) if terms0 else math.nan
-            kinetic = 0.0 if self.fresh else math.nan
-            row.update(kinetic=kinetic, potential=loss_k + reg, inertia=kinetic + loss_k + reg)
-        elif k - 1 in by_step:
-            prev = reused or (self._assemble(k - 2, by_step[k - 2], None) if k - 2 in by_step else None)
-            if prev is not None and not reused and k - 2 in self._restarted:  # issue 14
-                prev = _at_rest(prev)
-            terms = self._assemble(k - 1, by_step[k - 1], prev)
-            # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
-            restart = -sum(t.kinetic for t in terms) if k - 1 in self._restarted else 0.0
-            if k - 1 in self._restarted:
-                terms = _at_rest(terms)
-            self._assembled = {k - 1: terms}
-            k_prev = (
-                sum(t.kinetic for t in prev)
-                if prev is not None
-                else (0.0 if self.fresh and k == 1 else math.nan)
-            )
-            kinetic = sum(t.kinetic for t in terms)
-            v_prev = vec[1] + sum(t.reg_before for t in terms)
-            v_k = loss_k + sum(t.reg_after for t in terms)
-            g_dtheta = sum(t.g_dtheta for t in terms)
-            ledger = (
-                {name: getattr(terms[0], name) for name in _LEDGER}
-                if len(terms) == 1
-                else {name: sum(getattr(t, name) for t in terms) for name in _LEDGER}
-            )
-            if exact:
-                v_same = vec[2] + sum(t.reg_after for t in terms)
-                curvature, noise = v_same - v_prev - g_dtheta, v_k - v_same
-            else:
-                curvature, noise = v_k - v_prev - g_dtheta, math.nan
-            delta = (kinetic + v_k) - (k_prev + v_prev)
-            explained = sum(ledger.values()) + curvature + (noise if exact else 0.0) + restart
-            t0 = terms[0]
-            if t0.dt == 0.0:  # lr = 0 (e.g. a warm-up): time does not advance, gamma undefined
-                gamma = math.nan
-            else:
-                gamma = -math.log(t0.momentum) / t0.dt if t0.momentum > 0 else math.inf
-            row.update(
-                lr=t0.lr,
-                dt=t0.dt,
-                gamma=gamma,
-                kinetic=kinetic,
-                potential=v_k,
-                inertia=kinetic + v_k,
-                delta_inertia=delta,
-                curvature=curvature,
-                noise=noise,
-                residual=delta - explained,
-                restart=restart,
-                **ledger,
-            )
+    def _dropped(self, j: int, prev: list[StepTerms] | None) -> float:
+        """Issue 9: minus the kinetic energy of the groups step ``j - 1`` had and step ``j`` has
+        not (removed from the optimizer: their momentum is gone, booked like a restart)."""
+        now, before = self._group_ids.get(j), self._group_ids.get(j - 1)
+        if prev is None or now is None or before is None or now == before:
+            return 0.0
+        return -sum(t.kinetic for g, t in zip(before, prev, strict=True) if g not in set(now))
+
+    def _row(self, e: _Staged, vec: list[float]) -> dict[str, Any]:
+        """The row of a staged entry from its host floats (:func:`inertia.ledger.ledger_row`)."""
+        k, n_loss = e.k, e.losses.numel()
         # the losses and the optimizer-state sums: NaN/Inf anywhere is a non-finite step (the
         # values stay NaN/Inf in the row; they are never replaced)
-        row["finite"] = all(math.isfinite(x) for x in vec)
-        return row
+        finite = all(math.isfinite(x) for x in vec)
+        if self.layout == "sharded":
+            vec = self._merge_hparams(vec, n_loss, e)
+        by_step = self._split(vec[n_loss:], e)
+        first = terms = prev = None
+        restart = 0.0
+        if k == 0:
+            first = self._assemble(0, e.hps[0], by_step[0], None) if 0 in by_step else None
+        elif k - 1 in by_step:
+            reused = self._assembled.get(k - 2) if e.reuse else None
+            prev = reused or (
+                self._assemble(k - 2, e.hps[k - 2], by_step[k - 2], None) if k - 2 in by_step else None
+            )
+            if prev is not None and not reused and k - 2 in e.restarted:  # issue 14
+                prev = _at_rest(prev)
+            terms = self._assemble(k - 1, e.hps[k - 1], by_step[k - 1], prev)
+            restart += self._dropped(k - 1, prev)  # issue 9: a removed group's kinetic energy
+            # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
+            if k - 1 in e.restarted:
+                restart = -sum(t.kinetic for t in terms)
+                terms = _at_rest(terms)
+            self._assembled = {k - 1: terms}
+        return ledger_row(
+            k,
+            vec[:n_loss],
+            terms,
+            prev,
+            first=first,
+            fresh=self.fresh,
+            exact=self.mode == "exact",
+            maximize=self._maximize,
+            finite=finite,
+            restart=restart,
+            skipped=e.skipped,
+        )
 
 
 def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:  # issue 14

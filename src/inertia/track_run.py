@@ -45,7 +45,8 @@ import torch
 
 from inertia.runs import RunDir, atomic_write_bytes, create_run
 from inertia.track.log import KIND, RunLog
-from inertia.track.tracker import InertiaTracker, NonFiniteError
+from inertia.track.sharpness import SHARPNESS_COLUMNS
+from inertia.track.tracker import COLUMNS, InertiaTracker, NonFiniteError
 
 __all__ = [
     "ACTIVATIONS",
@@ -105,6 +106,10 @@ class TrackConfig:
         test_size: the fraction of the data held out for testing.
         threads: torch's intra-op threads during training (1 is fastest for this small model;
             ``None`` leaves torch's setting alone).
+        sharpness_every: add the tracker's sharpness columns (:data:`inertia.track.SHARPNESS_COLUMNS`:
+            the top Hessian eigenvalue of the current batch's loss every ``n`` steps, preconditioned
+            for Adam/AdamW/RMSprop, beside the optimizer's stability threshold); a multiple of
+            ``every``; ``None`` (default): off.
     """
 
     optimizer: str = "sgd"
@@ -122,6 +127,7 @@ class TrackConfig:
     seed: int = 0
     test_size: float = 0.25
     threads: int | None = 1
+    sharpness_every: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -139,8 +145,17 @@ class TrackConfig:
         _check_int("batch_size", self.batch_size, 1)
         _check_int("every", self.every, 1)
         _check_int("seed", self.seed, 0)
+        if self.seed > 2**32 - 1:  # issue 10: scikit-learn's split takes seeds below 2**32
+            raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
+        if self.sharpness_every is not None:  # issue 12
+            _check_int("sharpness_every", self.sharpness_every, 1)
+            if self.sharpness_every % self.every:
+                raise ValueError(
+                    f"`sharpness_every` must be a multiple of `every` ({self.every}), "
+                    f"got {self.sharpness_every}"
+                )
         if not isinstance(self.hidden, tuple) or not self.hidden:
             raise ValueError(f"`hidden` must be a non-empty tuple of widths, got {self.hidden!r}")
         for width in self.hidden:
@@ -165,7 +180,8 @@ class TrackResult:
 
     Attributes:
         path: the run directory.
-        status: ``"complete"``, ``"stopped"`` (``nan_policy="stop"``) or ``"failed"``.
+        status: ``"complete"``, ``"stopped"`` (``nan_policy="stop"``), ``"failed"`` or
+            ``"diverging"`` (the tracker's divergence rule fired; training went on).
         n_rows: rows recorded.
         first_nonfinite_step: the step of the first non-finite row, or ``None``.
         test_accuracy: accuracy on the test split at the end (NaN if the model diverged).
@@ -184,6 +200,7 @@ class TrackResult:
     seconds: float
     message: str = ""
     report: Path | None = field(default=None)
+    diverging_step: int | None = None
 
 
 def load_digits_split(test_size: float = 0.25, seed: int = 0) -> tuple[Any, Any, Any, Any]:
@@ -342,9 +359,17 @@ def run_track(
             "steps_per_epoch": per_epoch,
             "n_steps": total,
         }
-        runlog = RunLog(run, config=manifest_config)
+        sharp = cfg.sharpness_every is not None  # issue 12: the sharpness columns
+        runlog = RunLog(
+            run, config=manifest_config, columns=COLUMNS + SHARPNESS_COLUMNS if sharp else COLUMNS
+        )
         tracker = InertiaTracker(
-            optimizer, mode=cfg.mode, every=cfg.every, nan_policy=cfg.nan_policy, sinks=[runlog]
+            optimizer,
+            mode=cfg.mode,
+            every=cfg.every,
+            nan_policy=cfg.nan_policy,
+            sinks=[runlog],
+            sharpness_every=cfg.sharpness_every,
         )
         generator = torch.Generator().manual_seed(cfg.seed)
         loss_fn = torch.nn.functional.cross_entropy
@@ -368,7 +393,7 @@ def run_track(
                     def closure(xb: Any = xb, yb: Any = yb) -> Any:
                         return loss_fn(model(xb), yb)
 
-                    row = tracker.record(loss, closure if cfg.mode == "exact" else None)
+                    row = tracker.record(loss, closure if cfg.mode == "exact" or sharp else None)
                     if scheduler is not None:
                         scheduler.step()
                     losses.append(float(loss.detach()))
@@ -398,6 +423,9 @@ def run_track(
         finally:
             bar.close()
             seconds = time.perf_counter() - t0
+        if status == "complete" and tracker.status == "diverging":  # issue 9
+            status = "diverging"
+            message = f"diverging from step {runlog.manifest.get('diverging_step')}"
         test_loss, test_acc = _evaluate(model, X_te, y_te)
         results = {"test_loss": test_loss, "test_accuracy": test_acc, "seconds": round(seconds, 3)}
         json_results = {k: (v if math.isfinite(v) else str(v)) for k, v in results.items()}
@@ -433,4 +461,5 @@ def run_track(
         seconds=seconds,
         message=message or f"test accuracy {test_acc:.4f}",
         report=report_path,
+        diverging_step=runlog.manifest.get("diverging_step"),
     )
