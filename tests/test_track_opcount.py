@@ -56,6 +56,10 @@ OPTIMIZERS = {
         {"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
     ),
     "rmsprop-centered": (torch.optim.RMSprop, {"lr": 1e-3, "momentum": 0.5, "centered": True}),
+    "nadam": (torch.optim.NAdam, {"lr": 1e-3, "weight_decay": 0.01}),
+    "radam": (torch.optim.RAdam, {"lr": 1e-3}),
+    "adamax": (torch.optim.Adamax, {"lr": 1e-3}),
+    "adagrad": (torch.optim.Adagrad, {"lr": 1e-2}),
 }
 
 
