@@ -527,3 +527,10 @@ def test_integer_mass_and_potential_arguments_are_promoted() -> None:
 def test_float32_tensors_keep_their_dtype() -> None:
     traj = inertia.simulate(QUAD, torch.tensor([1.0, 1.0]), dt=0.01, n_steps=3)
     assert traj.theta.dtype == torch.float32
+
+
+def test_printing_a_trajectory_does_not_dump_its_arrays() -> None:
+    traj = inertia.simulate(QUAD, [1.0, 1.0], dt=0.01, n_steps=5000, n_paths=50)
+    text = repr(traj)
+    assert "\n" not in text and len(text) < 200
+    assert text.startswith("Trajectory(status='success'") and "n_paths=50" in text and "2.125 ->" in text

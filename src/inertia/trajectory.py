@@ -29,7 +29,7 @@ class DivergenceError(RuntimeError):
         self.trajectory = trajectory
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Trajectory:
     """The result of :func:`simulate`.
 
@@ -86,6 +86,16 @@ class Trajectory:
     @property
     def n_saved(self) -> int:
         return int(self.t.shape[0])
+
+    def __repr__(self) -> str:
+        """A one-line summary (not the arrays: ``print(traj)`` stays short for any size)."""
+        with np.errstate(all="ignore"):
+            first = float(np.mean(self.inertia[0])) if self.inertia.size else float("nan")
+            last = float(np.mean(self.inertia[-1])) if self.inertia.size else float("nan")
+        return (
+            f"Trajectory(status={self.status!r}, method={self.method!r}, n_steps={self.n_steps}, "
+            f"n_paths={self.n_paths}, n_saved={self.n_saved}, mean inertia {first:.6g} -> {last:.6g})"
+        )
 
     def to_pandas(self, *, paths: Any = None) -> Any:
         """A long table: one row per saved step and path.
