@@ -7,7 +7,6 @@ the full-batch one and the eigenvalues must equal the single-process values (flo
 
 from __future__ import annotations
 
-import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -109,15 +108,7 @@ def _fsdp2_refusal() -> str | None:
 def _rank_main(rank: int, folder: str) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    out = Path(folder)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{out / 'rendezvous'}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    out = w.init_gloo(rank, folder, WORLD)
     counts = w.count_collectives()
     results: dict[str, Any] = {}
     try:
@@ -131,16 +122,5 @@ def _rank_main(rank: int, folder: str) -> None:
 
 def spawn(folder: Path, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Run :func:`_rank_main` on ``WORLD`` spawned ranks; kill them and fail after ``timeout``."""
-    import time
-
-    import torch.multiprocessing as mp
-
-    ctx = mp.start_processes(_rank_main, args=(str(folder),), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=0.5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            raise TimeoutError(f"distributed ranks did not finish within {timeout} s (hang?)")
+    w.start_ranks(_rank_main, (str(folder),), WORLD, timeout)
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(WORLD)]

@@ -299,15 +299,7 @@ def _replicated_dtensor_refusal() -> str | None:
 def _rank_main(rank: int, folder: str, scenarios: list[str], world: int) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    out = Path(folder)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{out / 'rendezvous'}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    out = init_gloo(rank, folder, world)
     counts = count_collectives()
     results: dict[str, Any] = {}
     try:
@@ -323,16 +315,31 @@ def _rank_main(rank: int, folder: str, scenarios: list[str], world: int) -> None
         dist.destroy_process_group()
 
 
-def spawn(folder: Path, scenarios: list[str], timeout: float = 100.0) -> list[dict[str, Any]]:
-    """Run ``scenarios`` on ``WORLD`` spawned ranks (gloo, file rendezvous); kill them all and
-    fail after ``timeout`` seconds. Returns each rank's results."""
+def init_gloo(rank: int, folder: str, world: int) -> Path:
+    """Join a ``world``-rank gloo group through a rendezvous file in ``folder`` (one thread per
+    rank); returns ``folder`` as a Path, where each rank writes its results."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    out = Path(folder)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{out / 'rendezvous'}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    return out
+
+
+def start_ranks(main: Any, args: tuple[Any, ...], world: int, timeout: float) -> None:
+    """Run ``main(rank, *args)`` on ``world`` spawned processes; kill them all and raise
+    ``TimeoutError`` after ``timeout`` seconds."""
     import time
 
     import torch.multiprocessing as mp
 
-    ctx = mp.start_processes(
-        _rank_main, args=(str(folder), scenarios, WORLD), nprocs=WORLD, join=False, start_method="spawn"
-    )
+    ctx = mp.start_processes(main, args=args, nprocs=world, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     while not ctx.join(timeout=0.5):
         if time.monotonic() > deadline:
@@ -340,4 +347,10 @@ def spawn(folder: Path, scenarios: list[str], timeout: float = 100.0) -> list[di
                 if p.is_alive():
                     p.kill()
             raise TimeoutError(f"distributed ranks did not finish within {timeout} s (hang?)")
+
+
+def spawn(folder: Path, scenarios: list[str], timeout: float = 100.0) -> list[dict[str, Any]]:
+    """Run ``scenarios`` on ``WORLD`` spawned ranks (gloo, file rendezvous); kill them all and
+    fail after ``timeout`` seconds. Returns each rank's results."""
+    start_ranks(_rank_main, (str(folder), scenarios, WORLD), WORLD, timeout)
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in range(WORLD)]

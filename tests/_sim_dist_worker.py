@@ -8,12 +8,13 @@ status, counters and config as JSON).
 
 from __future__ import annotations
 
-import datetime
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _dist_worker import init_gloo, start_ranks
 
 WORLD = 2
 D = 5
@@ -90,20 +91,11 @@ def run(name: str, *, distributed: bool) -> Any:
 
 
 def _rank_main(rank: int, folder: str, world: int) -> None:
-    import torch
     import torch.distributed as dist
 
     from inertia._backend import to_numpy
 
-    torch.set_num_threads(1)
-    out = Path(folder)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{out / 'rendezvous'}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    out = init_gloo(rank, folder, world)
     arrays: dict[str, Any] = {}
     meta: dict[str, Any] = {}
     try:
@@ -133,20 +125,7 @@ def _rank_main(rank: int, folder: str, world: int) -> None:
 
 def spawn(folder: Path, timeout: float = 200.0) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
     """Run every scenario on ``WORLD`` spawned gloo ranks; each rank's arrays and metadata."""
-    import time
-
-    import torch.multiprocessing as mp
-
-    ctx = mp.start_processes(
-        _rank_main, args=(str(folder), WORLD), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=0.5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-            raise TimeoutError(f"distributed ranks did not finish within {timeout} s (hang?)")
+    start_ranks(_rank_main, (str(folder), WORLD), WORLD, timeout)
     results = []
     for r in range(WORLD):
         with np.load(folder / f"rank{r}.npz") as f:
