@@ -360,7 +360,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
         f"status {result.status}: {result.n_rows} rows, test accuracy {result.test_accuracy:.4f}, "
         f"training {result.seconds:.1f} s{bad}"
     )
-    if result.status == "diverging" and not args.allow_divergence:  # issue 9
+    if result.status == "diverging" and not args.allow_divergence:
         print(
             f"inertia track: the run is diverging from step {result.diverging_step} (its inertia grows "
             f"geometrically while staying finite); exit 1 (--allow-divergence: exit 0)",

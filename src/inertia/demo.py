@@ -1484,7 +1484,7 @@ def run_demo(
         The run directory, holding ``manifest.json``, CSV tables, PNG figures and
         ``report.html``.
     """
-    seed = whole_number("seed", seed, minimum=0)  # issue 10: before the directory is made
+    seed = whole_number("seed", seed, minimum=0)  # before the directory is made
     if seed > 2**32 - 1:
         raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {seed!r}")
     cfg = demo_config(quick, seed)

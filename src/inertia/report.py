@@ -539,7 +539,7 @@ def render_track(run_dir: RunDir | str | Path) -> Path:
         "ledger": plots.training_ledger(history, steps_per_epoch=epoch),
         "residual": plots.training_residual(history, title="Residual of the ledger"),
     }
-    has_sharpness = "sharpness" in history.columns  # issue 12: rows of sharpness_every
+    has_sharpness = "sharpness" in history.columns  # rows of sharpness_every
     if has_sharpness:
         figures["sharpness"] = plots.sharpness(
             {run.name: history}, title="Sharpness against the optimizer's stability threshold"

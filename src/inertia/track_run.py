@@ -145,11 +145,11 @@ class TrackConfig:
         _check_int("batch_size", self.batch_size, 1)
         _check_int("every", self.every, 1)
         _check_int("seed", self.seed, 0)
-        if self.seed > 2**32 - 1:  # issue 10: scikit-learn's split takes seeds below 2**32
+        if self.seed > 2**32 - 1:  # scikit-learn's split takes seeds below 2**32
             raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {self.seed!r}")
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
-        if self.sharpness_every is not None:  # issue 12
+        if self.sharpness_every is not None:
             _check_int("sharpness_every", self.sharpness_every, 1)
             if self.sharpness_every % self.every:
                 raise ValueError(
@@ -359,7 +359,7 @@ def run_track(
             "steps_per_epoch": per_epoch,
             "n_steps": total,
         }
-        sharp = cfg.sharpness_every is not None  # issue 12: the sharpness columns
+        sharp = cfg.sharpness_every is not None  # the sharpness columns
         runlog = RunLog(
             run, config=manifest_config, columns=COLUMNS + SHARPNESS_COLUMNS if sharp else COLUMNS
         )
@@ -423,7 +423,7 @@ def run_track(
         finally:
             bar.close()
             seconds = time.perf_counter() - t0
-        if status == "complete" and tracker.status == "diverging":  # issue 9
+        if status == "complete" and tracker.status == "diverging":
             status = "diverging"
             message = f"diverging from step {runlog.manifest.get('diverging_step')}"
         test_loss, test_acc = _evaluate(model, X_te, y_te)

@@ -156,7 +156,7 @@ class AdamMapping(Mapping):
             "decoupled": float(self._is_decoupled(group)),
         }
 
-    # issue 9: the three places where Adam's relatives (inertia.track.adamax, .radam, .nadam)
+    # the three places where Adam's relatives (inertia.track.adamax, .radam, .nadam)
     # differ from Adam; the ledger's algebra is the same for all of them
     def second_moment(self, st: dict[str, Any], hp: dict[str, float]) -> Any:
         """The state tensor the metric is built from (``exp_avg_sq``; amsgrad: its maximum)."""

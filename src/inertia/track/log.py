@@ -219,7 +219,7 @@ class RunLog:
                 }
             )
             self._data.update(
-                process=owner(),  # issue 9: who writes, so that a reader can tell a dead run
+                process=owner(),  # who writes, so that a reader can tell a dead run
                 status="running",
                 columns=list(cols),
                 rows=ROWS,
@@ -250,7 +250,7 @@ class RunLog:
                 "first_nonfinite_step": None,
                 "diverging_step": None,
                 "resumes": [],
-                "process": owner(),  # issue 9: who writes, so that a reader can tell a dead run
+                "process": owner(),  # who writes, so that a reader can tell a dead run
             }
             self.n_rows = 0
             if isinstance(run, RunDir):  # made by create_run: its manifest is not a log's yet

@@ -218,7 +218,7 @@ def mapping_for(optimizer: Any) -> Mapping:
     overridden = None
     for base in cls.__mro__[1:]:
         if base in MAPPINGS:
-            if _same_step(cls, base):  # issue 9: a subclass that keeps torch's step
+            if _same_step(cls, base):  # a subclass that keeps torch's step
                 return MAPPINGS[base]
             overridden = base
             break

@@ -73,7 +73,7 @@ __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
 log = logging.getLogger(__name__)
 
 _MODES = ("cheap", "exact")
-_DEFAULT_RULE = DivergenceRule()  # issue 9
+_DEFAULT_RULE = DivergenceRule()
 _POLICIES = ("raise", "flag", "stop")
 #: rows kept on the device between host reads when the parameters are on an accelerator
 DEVICE_FLUSH_EVERY = 32
@@ -107,7 +107,7 @@ class _Staged:
     steps: list[int]  # the optimizer steps whose sums travel with the row
     hps: dict[int, list[dict[str, float]]]  # their groups' hyper-parameters
     reuse: bool  # step k-2's terms come from the previous row (not transferred again)
-    restarted: frozenset[int] = frozenset()  # issue 14: of steps k-2, k-1, those followed by a restart
+    restarted: frozenset[int] = frozenset()  # of steps k-2, k-1, those followed by a restart
     skipped: int = 0  # record() calls without an optimizer step since the previous row (GradScaler)
 
 
@@ -120,7 +120,7 @@ def _as_scalar_tensor(name: str, value: Any) -> Any:
         return value.detach().reshape(())
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
-    # issue 9: NumPy scalars and arrays of one element (0-d included), booleans refused
+    # NumPy scalars and arrays of one element (0-d included), booleans refused
     kind = getattr(getattr(value, "dtype", None), "kind", None)
     if kind in ("f", "i", "u") and getattr(value, "size", None) == 1 and hasattr(value, "item"):
         return torch.tensor(float(value.item()), dtype=torch.float64)
@@ -143,7 +143,7 @@ def _check_lr(lr: Any, group: int, step: int | None) -> None:
         )
 
 
-# issue 10: sinks are checked when the tracker is made
+# sinks are checked when the tracker is made
 def _check_sinks(sinks: Any) -> list[Any]:
     """``sinks`` as a list, each with callable ``write(row)`` and ``close()``, else ``TypeError``.
 
@@ -242,9 +242,9 @@ class InertiaTracker:
         sharpness_every: int | None = None,
         warn_ratio: float = 0.9,
         flush_every: int | None = None,
-        divergence: DivergenceRule | None = _DEFAULT_RULE,  # issue 9
+        divergence: DivergenceRule | None = _DEFAULT_RULE,
     ) -> None:
-        sinks = _check_sinks(sinks)  # issue 10: at construction, not at the first record()
+        sinks = _check_sinks(sinks)  # at construction, not at the first record()
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
         if nan_policy not in _POLICIES:
@@ -257,7 +257,7 @@ class InertiaTracker:
             raise ValueError(f"`flush_every` must be None or an integer >= 1, got {flush_every!r}")
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
-        # issue 14: a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
+        # a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
         # is tracked through the optimizer it wraps; each restart is booked in the `restart` column
         self._restarted: set[int] = set()  # the steps j after which the momentum was zeroed
         self._restart_handle: Any = None
@@ -291,9 +291,9 @@ class InertiaTracker:
             flush_every = 1 if on_cpu else DEVICE_FLUSH_EVERY
         self.flush_every = flush_every
         self.sinks = list(sinks) if self._is_writer() else []
-        for i, group in enumerate(local.param_groups):  # issue 9: a clear error, not sqrt's
+        for i, group in enumerate(local.param_groups):  # a clear error, not sqrt's
             _check_lr(group.get("lr"), i, None)
-        # issue 9: what is tracked, for the run's manifest (the report names the dtype used)
+        # what is tracked, for the run's manifest (the report names the dtype used)
         self.info: dict[str, Any] = {
             "optimizer": type(local).__name__,
             "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in params}),
@@ -311,9 +311,9 @@ class InertiaTracker:
             raise TypeError(f"`fresh` must be True, False or None, got {fresh!r}")
         # an optimizer with no state has not stepped yet, except one that keeps none (SGD
         # without momentum): attaching to that mid-run needs fresh=False
-        self.fresh = not self.mapping.has_stepped(local) if fresh is None else fresh  # issue 9
+        self.fresh = not self.mapping.has_stepped(local) if fresh is None else fresh
         self.stopped = False
-        # issue 9: how the run ended, handed to sinks with a ``finish(status, error)`` method
+        # how the run ended, handed to sinks with a ``finish(status, error)`` method
         self.status = "running"
         self.error: str | None = None
         self._closed = False
@@ -327,7 +327,7 @@ class InertiaTracker:
         self._n_steps = 0
         self._n_records = 0
         self._hooks: dict[int, _Hook] = {}
-        self._group_ids: dict[int, tuple[int, ...]] = {}  # issue 9
+        self._group_ids: dict[int, tuple[int, ...]] = {}
         self._losses: dict[int, Any] = {}
         self._closures: dict[int, Any] = {}
         self._assembled: dict[int, list[StepTerms]] = {}  # the last row's step terms
@@ -338,11 +338,11 @@ class InertiaTracker:
         import torch
 
         self._nan = torch.tensor(math.nan, dtype=torch.float64)  # the loss of a step not seen
-        if wrapper is not None:  # issue 14
+        if wrapper is not None:
             self._restart_handle = wrapper.register_restart_hook(self._on_restart)
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
-        # issue 12: sharpness beside the ledger (inertia.track.sharpness)
+        # sharpness beside the ledger (inertia.track.sharpness)
         self._sharpness = None
         if sharpness_every is not None:
             self._sharpness = _sharpness_monitor(self, sharpness_every, warn_ratio)
@@ -357,7 +357,7 @@ class InertiaTracker:
         except ImportError:  # pragma: no cover
             return True
 
-    def _on_restart(self, optimizer: Any, step: int) -> None:  # issue 14
+    def _on_restart(self, optimizer: Any, step: int) -> None:
         # called between two steps: the momentum that reached theta_{n_steps} was zeroed
         j = self._n_steps - 1
         self._restarted = {s for s in self._restarted if s >= j - 2}
@@ -371,7 +371,7 @@ class InertiaTracker:
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
         self.note_gradients()
-        # issue 13: ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
+        # ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
         # after this hook; note them again once the closure (backward, unscaling, clipping) is done
         # (``args`` starts with the optimizer itself)
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
@@ -379,7 +379,7 @@ class InertiaTracker:
             return args[:1], {**kwargs, "closure": self._noting(closure)}
         return None
 
-    def _noting(self, closure: Callable[[], Any]) -> Callable[[], Any]:  # issue 13
+    def _noting(self, closure: Callable[[], Any]) -> Callable[[], Any]:
         def wrapped() -> Any:
             out = closure()
             self.note_gradients()
@@ -441,7 +441,7 @@ class InertiaTracker:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
                 hp = self.mapping.snapshot(view, state)
-                _check_lr(hp.get("lr"), len(hps), j)  # issue 9: a scheduler may set any value
+                _check_lr(hp.get("lr"), len(hps), j)  # a scheduler may set any value
                 hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
                 parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
@@ -451,7 +451,7 @@ class InertiaTracker:
         if sharded:  # hyper-parameters this rank cannot know travel in the same all-reduce
             sums.append(pack_hparams(hps, device))
         self._hooks[j] = _Hook(hps, torch.cat(sums))
-        # issue 9: which groups step j had, so that groups added or removed mid-run are paired
+        # which groups step j had, so that groups added or removed mid-run are paired
         self._group_ids[j] = tuple(id(g) for g in self._local.param_groups)
         for old in [s for s in self._hooks if s < j - 2]:
             del self._hooks[old]
@@ -474,7 +474,7 @@ class InertiaTracker:
             ``flush_every=1``), else ``None``; rows flushed later appear in :attr:`rows`,
             :attr:`history` and the sinks.
         """
-        if self._closed:  # issue 9
+        if self._closed:
             raise RuntimeError(
                 "InertiaTracker.record() called after close(): the tracker is closed (its hooks "
                 "are removed and its sinks finalised); create a new tracker to go on"
@@ -508,7 +508,7 @@ class InertiaTracker:
                     "of the same batch at the parameters after the step"
                 )
             self._closures[k] = self._evaluate(closure)
-        if self._sharpness is not None:  # issue 12
+        if self._sharpness is not None:
             self._sharpness.measure(k, closure)
         self._n_records += 1
         for old in [s for s in self._losses if s < k - 1]:
@@ -539,7 +539,7 @@ class InertiaTracker:
         out = []
         for e, vec in zip(staged, vecs, strict=True):
             row = self._row(e, vec)
-            if self._sharpness is not None:  # issue 12
+            if self._sharpness is not None:
                 terms = self._assembled.get(e.k - 1)
                 hps = e.hps.get(e.k - 1)
                 row.update(self._sharpness.columns(e.k, row, terms, hps if terms else None))
@@ -548,7 +548,7 @@ class InertiaTracker:
             for sink in self.sinks:
                 sink.write(row)
             if self._divergence is not None and self._divergence.update(e.k, row["inertia"], row["finite"]):
-                self._on_diverging(e.k)  # issue 9
+                self._on_diverging(e.k)
             if not row["finite"]:
                 self._on_nonfinite(e.k)
                 if self.stopped:
@@ -584,7 +584,7 @@ class InertiaTracker:
         :class:`~inertia.track.RunLog`) is told before it is closed. Calling it again does
         nothing.
         """
-        if self._closed:  # issue 9
+        if self._closed:
             return
         try:
             if not self.stopped:
@@ -596,9 +596,9 @@ class InertiaTracker:
         self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
-        if self._restart_handle is not None:  # issue 14
+        if self._restart_handle is not None:
             self._restart_handle.remove()
-        if self._sharpness is not None:  # issue 12
+        if self._sharpness is not None:
             self._sharpness.close()
         if self.status == "running":
             self.status = "complete"
@@ -612,7 +612,7 @@ class InertiaTracker:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is not None and self.status != "failed":  # issue 9: an escaping error fails the run
+        if exc is not None and self.status != "failed":  # an escaping error fails the run
             self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
         self.close()
 
@@ -628,7 +628,7 @@ class InertiaTracker:
             value = closure()
         return _as_scalar_tensor("closure()", value)
 
-    def _on_diverging(self, k: int) -> None:  # issue 9
+    def _on_diverging(self, k: int) -> None:
         rule = self._divergence.rule if self._divergence is not None else _DEFAULT_RULE
         if self.status == "running":
             self.status = "diverging"
@@ -648,11 +648,11 @@ class InertiaTracker:
         msg = f"non-finite loss or optimizer state at step {k}"
         if self.nan_policy == "raise":
             msg += " (nan_policy='raise'; use 'flag' or 'stop' to go on)"
-            self.status, self.error = "failed", f"NonFiniteError: {msg}"  # issue 9
+            self.status, self.error = "failed", f"NonFiniteError: {msg}"
             raise NonFiniteError(msg)
         if self.nan_policy == "stop":
             self.stopped = True
-            self.status = "stopped"  # issue 9
+            self.status = "stopped"
             log.warning("%s: tracking stopped (nan_policy='stop')", msg)
         elif not self._warned_nonfinite:  # 'flag': once; the rows carry finite=False
             log.warning("%s: flagged (later non-finite rows are flagged without a warning)", msg)
@@ -681,7 +681,7 @@ class InertiaTracker:
             else torch.zeros(0, dtype=torch.float64, device=device)
         )
         hps = {j: self._hooks[j].hps for j in steps}
-        restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)  # issue 14
+        restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)
         self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted, self._skipped))
         self._skipped = 0
 
@@ -714,7 +714,7 @@ class InertiaTracker:
         self, j: int, hps: list[dict[str, float]], sums: list[dict[str, float]], prev: list[StepTerms] | None
     ) -> list[StepTerms]:
         fresh = self.fresh and j == 0
-        paired = self._paired(j, prev)  # issue 9
+        paired = self._paired(j, prev)
         return [
             self.mapping.assemble(hp, s, *paired[i])
             if paired
@@ -759,11 +759,11 @@ class InertiaTracker:
             prev = reused or (
                 self._assemble(k - 2, e.hps[k - 2], by_step[k - 2], None) if k - 2 in by_step else None
             )
-            if prev is not None and not reused and k - 2 in e.restarted:  # issue 14
+            if prev is not None and not reused and k - 2 in e.restarted:
                 prev = _at_rest(prev)
             terms = self._assemble(k - 1, e.hps[k - 1], by_step[k - 1], prev)
-            restart += self._dropped(k - 1, prev)  # issue 9: a removed group's kinetic energy
-            # issue 14: a restart after step k-1 removed the kinetic energy that reached theta_k
+            restart += self._dropped(k - 1, prev)  # a removed group's kinetic energy
+            # a restart after step k-1 removed the kinetic energy that reached theta_k
             if k - 1 in e.restarted:
                 restart = -sum(t.kinetic for t in terms)
                 terms = _at_rest(terms)
@@ -783,7 +783,7 @@ class InertiaTracker:
         )
 
 
-def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:  # issue 14
+def _at_rest(terms: list[StepTerms]) -> list[StepTerms]:
     """A step's terms after a restart zeroed the momentum it left: no kinetic energy, nothing
     carried forward."""
     return [dataclasses.replace(t, kinetic=0.0, forward=0.0) for t in terms]
