@@ -1370,7 +1370,7 @@ SCENARIOS: tuple[_Scenario, ...] = (
             residual stays at rounding error.
 
             Honest limits, measured in benchmarks/optimizers.py and written in inertia.optim:
-            with a well-chosen momentum (mu = 0.95 here) plain heavy ball does as well as the
+            heavy ball tuned with the condition number (the tuned run above) still beats the
             restarted one; restarts at full momentum can chatter on stiff modes, and on noisy
             minibatch training the rules are heuristics with mixed results.""",
             figures=("restart_inertia", "restart_ledger"),
