@@ -65,6 +65,7 @@ _C10D = (
     "broadcast",
     "all_gather",
     "all_gather_into_tensor",
+    "all_gather_single",  # FSDP2's parameter all-gather
     "all_gather_object",
     "broadcast_object_list",
     "reduce",

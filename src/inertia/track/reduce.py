@@ -66,6 +66,8 @@ def chunk_dot(a: Any, b: Any) -> Any:
     """
     import torch
 
+    if a.dtype is b.dtype and a.dtype.is_floating_point and a.dim() == 1 and b.dim() == 1:
+        return torch.dot(a, b)  # the common case, without the checks below
     dtype = torch.promote_types(a.dtype, b.dtype)
     if not dtype.is_floating_point:
         dtype = torch.float64
@@ -102,11 +104,7 @@ def reduce_flat(
     """
     import torch
 
-    index = {name: i for i, name in enumerate(names)}
-    dest: dict[str, list[tuple[int, float]]] = {}
-    for name in names:
-        product, weight = (sources or {}).get(name, (name, 1.0))
-        dest.setdefault(product, []).append((index[name], weight))
+    dest = _destinations(tuple(names), tuple(sources.items()) if sources else ())
     dots: list[Any] = []
     plan: list[tuple[int, int, float]] = []  # (dot, sum, weight)
     with torch.no_grad():
@@ -131,6 +129,19 @@ def reduce_flat(
         # index_add, not a weight matrix: 0 * inf would turn an infinite sum into NaN
         out = torch.zeros(len(names), dtype=f64, device=device)
         return out.index_add_(0, dst, values.index_select(0, src) * weight)
+
+
+@functools.lru_cache(maxsize=256)
+def _destinations(
+    names: tuple[str, ...], sources: tuple[tuple[str, tuple[str, float]], ...]
+) -> dict[str, list[tuple[int, float]]]:
+    """``{product: [(sum index, weight), ...]}`` of :func:`reduce_flat` (built once per mapping)."""
+    found = dict(sources)
+    dest: dict[str, list[tuple[int, float]]] = {}
+    for i, name in enumerate(names):
+        product, weight = found.get(name, (name, 1.0))
+        dest.setdefault(product, []).append((i, weight))
+    return dest
 
 
 def _working_precision(column: Any) -> Any:
@@ -188,50 +199,99 @@ class _Scratch:
         return found
 
 
-def _pack(run: list[tuple[Any, ...]], size: int) -> list[Any]:
-    """The columns of several small tensors' rows as flat tensors: one ``_foreach_copy_`` per
-    column into the scratch (a single row is flattened in place instead)."""
-    import torch
+class _Layout:
+    """How one group layout is cut into slices (module docstring), built once per layout.
 
-    if len(run) == 1:
-        return [None if t is None else t.reshape(-1) for t in run[0]]
-    out: list[Any] = []
-    for c, first in enumerate(run[0]):
-        if first is None:
-            out.append(None)
-            continue
-        srcs = [row[c] for row in run]
-        shapes = tuple(tuple(t.shape) for t in srcs)
-        flat, views = _Scratch.views_for(first.device, first.dtype, c, shapes, size)
-        torch._foreach_copy_(views, srcs)
-        out.append(flat)
-    return out
+    ``parts`` holds, in order, ``(key, row, start, stop)`` for a slice that is a view of the
+    large tensor of row ``row`` and ``(key, rows, columns)`` for a slice packed from the small
+    tensors of ``rows`` (``columns``: per column ``None`` or ``(flat, views)`` in the scratch).
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]], keys: Sequence[Hashable] | None) -> None:
+        runs: dict[tuple[Any, Any, Hashable], list[int]] = {}
+        for i, row in enumerate(rows):
+            first = next(t for t in row if t is not None)
+            dtypes = tuple(None if t is None else t.dtype for t in row)
+            runs.setdefault((first.device, dtypes, None if keys is None else keys[i]), []).append(i)
+        self.parts: list[tuple[Any, ...]] = []
+        for (device, _, key), run in runs.items():
+            sizes = [next(t for t in rows[i] if t is not None).numel() for i in run]
+            size = slice_size(device, sum(sizes))
+            pending: list[int] = []
+            filled = 0
+            for i, n in zip(run, sizes, strict=True):
+                if n >= size:  # a large tensor: slices that are views of it
+                    self.parts += [(key, i, start, start + size) for start in range(0, n, size)]
+                    continue
+                if pending and filled + n > size:
+                    self.parts.append(self._packed(key, rows, pending, size))
+                    pending, filled = [], 0
+                pending.append(i)
+                filled += n
+            if pending:
+                self.parts.append(self._packed(key, rows, pending, size))
+
+    @staticmethod
+    def _packed(key: Hashable, rows: Sequence[tuple[Any, ...]], run: list[int], size: int) -> tuple[Any, ...]:
+        if len(run) == 1:  # a single small tensor is flattened in place, not copied
+            return (key, run[0], 0, None)
+        columns: list[Any] = []
+        for c, first in enumerate(rows[run[0]]):
+            if first is None:
+                columns.append(None)
+                continue
+            shapes = tuple(tuple(rows[i][c].shape) for i in run)
+            columns.append(_Scratch.views_for(first.device, first.dtype, c, shapes, size))
+        return (key, tuple(run), columns)
+
+
+#: the layouts seen lately, by :func:`_signature` (layouts come and go: frozen parameters,
+#: groups changed, a model moved)
+_LAYOUTS: dict[tuple[Any, ...], _Layout] = {}
+_MAX_LAYOUTS = 32
+
+
+def _signature(rows: Sequence[tuple[Any, ...]], keys: Sequence[Hashable] | None) -> tuple[Any, ...]:
+    """What a layout depends on: each row's shape, device and column dtypes, and the keys."""
+    return (
+        None if keys is None else tuple(keys),
+        tuple(
+            (row[0].shape, row[0].device, *(None if t is None else t.dtype for t in row))
+            if row[0] is not None
+            else (None, *((t.shape, t.device, t.dtype) if t is not None else None for t in row))
+            for row in rows
+        ),
+    )
 
 
 def _slices(
     rows: Sequence[tuple[Any, ...]], keys: Sequence[Hashable] | None
 ) -> Iterator[tuple[Hashable, list[Any]]]:
-    """``(key, columns)`` for each slice of the group (module docstring), per device, dtype and key."""
-    runs: dict[tuple[Any, Any, Hashable], list[tuple[Any, ...]]] = {}
-    for i, row in enumerate(rows):
-        first = next(t for t in row if t is not None)
-        dtypes = tuple(None if t is None else t.dtype for t in row)
-        runs.setdefault((first.device, dtypes, None if keys is None else keys[i]), []).append(row)
-    for (device, _, key), run in runs.items():
-        sizes = [next(t for t in row if t is not None).numel() for row in run]
-        size = slice_size(device, sum(sizes))
-        pending: list[tuple[Any, ...]] = []
-        filled = 0
-        for row, n in zip(run, sizes, strict=True):
-            if n >= size:  # a large tensor: slices that are views of it
-                flat = [None if t is None else t.reshape(-1) for t in row]
-                for start in range(0, n, size):
-                    yield key, [None if t is None else t[start : start + size] for t in flat]
+    """``(key, columns)`` for each slice of the group (module docstring), per device, dtype and
+    key; the cut is computed once per layout (:class:`_Layout`), so a step only makes the views
+    and the packing copies (one ``torch._foreach_copy_`` per column and packed slice)."""
+    import torch
+
+    sig = _signature(rows, keys)
+    layout = _LAYOUTS.get(sig)
+    if layout is None:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[sig] = _Layout(rows, keys)
+    for part in layout.parts:
+        if len(part) == 4:  # a view of one tensor
+            key, i, start, stop = part
+            yield key, [None if t is None else t.reshape(-1)[start:stop] for t in rows[i]]
+            continue
+        key, run, columns = part
+        out: list[Any] = []
+        for c, col in enumerate(columns):
+            if col is None:
+                out.append(None)
                 continue
-            if pending and filled + n > size:
-                yield key, _pack(pending, size)
-                pending, filled = [], 0
-            pending.append(row)
-            filled += n
-        if pending:
-            yield key, _pack(pending, size)
+            flat, views = col
+            torch._foreach_copy_(views, [rows[i][c] for i in run])
+            out.append(flat)
+        yield key, out
