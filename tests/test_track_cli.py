@@ -195,6 +195,39 @@ def test_every_optimizer_and_mode(
     assert read_manifest(result.path)["config"]["optimizer"] == optimizer
 
 
+@pytest.mark.parametrize("optimizer", ["nadam", "radam", "adamax", "adagrad"])
+def test_more_optimizers_from_the_command_line(tmp_path: Path, optimizer: str) -> None:
+    """Issue 9: ``inertia track --optimizer`` takes NAdam, RAdam, Adamax and Adagrad (their
+    default learning rates, ``--momentum`` as ``beta1``; Adagrad has none and refuses one)."""
+    from inertia.track_run import DEFAULT_LR
+
+    extra = [] if optimizer == "adagrad" else ["--momentum", "0.8"]
+    argv = ["track", "--optimizer", optimizer, *extra, *QUICK, "--batch-size", "128", "--hidden", "16"]
+    rc, _, stderr = _run([*argv, "--out", str(tmp_path / "run")])
+    assert rc == 0, stderr
+    df = read_history(tmp_path / "run")
+    assert len(df) == 11 and np.all(_relative_residual(df) < 1e-4)
+    cfg = read_manifest(tmp_path / "run")["config"]
+    assert cfg["optimizer"] == optimizer and cfg["lr"] == DEFAULT_LR[optimizer]
+    if optimizer == "adagrad":  # no momentum: at rest at every row (inertia.track.adagrad)
+        assert (df["kinetic"] == 0).all() and cfg["momentum"] == 0.0
+        rc, _, stderr = _run(
+            ["track", "--optimizer", "adagrad", "--momentum", "0.9", "--out", str(tmp_path / "x")]
+        )
+        assert rc == 2 and "`momentum` does not apply to adagrad" in stderr
+    else:
+        assert cfg["momentum"] == 0.8 and (df["kinetic"].iloc[1:] > 0).all()
+
+
+def test_cli_optimizer_choices_are_the_runners() -> None:
+    from inertia.cli import _parser
+    from inertia.track_run import OPTIMIZERS
+
+    track = _parser()._subparsers._group_actions[0].choices["track"]  # type: ignore[union-attr]
+    action = next(a for a in track._actions if a.dest == "optimizer")
+    assert tuple(action.choices) == OPTIMIZERS
+
+
 def test_training_leaves_the_global_rng_and_threads_alone(tmp_path: Path) -> None:
     import torch
 

@@ -150,19 +150,24 @@ def _track_parser(sub: Any) -> None:
         "goes), history.parquet, metrics.csv, figures and report.html.",
     )
     track.add_argument(
-        "--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"), default="sgd", help="default sgd"
+        "--optimizer",
+        choices=("sgd", "adam", "adamw", "rmsprop", "nadam", "radam", "adamax", "adagrad"),
+        default="sgd",
+        help="default sgd",
     )
     track.add_argument(
         "--lr",
         type=_positive_float,
         default=None,
-        help="learning rate (default: 0.05 for sgd, 0.001 for adam, adamw and rmsprop)",
+        help="learning rate (default: 0.05 for sgd, 0.001 for adam, adamw, rmsprop and radam, "
+        "0.002 for nadam and adamax, 0.01 for adagrad)",
     )
     track.add_argument(
         "--momentum",
         type=_nonnegative_float,
         default=None,
-        help="SGD's and RMSprop's momentum, Adam's and AdamW's beta1 (default 0.9)",
+        help="SGD's and RMSprop's momentum, beta1 of adam, adamw, nadam, radam, adamax (default 0.9; "
+        "adagrad has none)",
     )
     track.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="default 0")
     track.add_argument("--epochs", type=_positive_int, default=20, help="default 20")

@@ -62,13 +62,23 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nadam", "radam", "adamax", "adagrad")
 SCHEDULERS = ("none", "step", "cosine")
 ACTIVATIONS = ("tanh", "relu")
 #: The learning rate used when none is given.
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
-#: The momentum used when none is given: SGD's and RMSprop's ``momentum``, Adam's ``beta1``.
-DEFAULT_MOMENTUM = {"sgd": 0.9, "adam": 0.9, "adamw": 0.9, "rmsprop": 0.9}
+DEFAULT_LR = {
+    "sgd": 0.05,
+    "adam": 1e-3,
+    "adamw": 1e-3,
+    "rmsprop": 1e-3,
+    "nadam": 2e-3,
+    "radam": 1e-3,
+    "adamax": 2e-3,
+    "adagrad": 1e-2,
+}
+#: The momentum used when none is given: SGD's and RMSprop's ``momentum``, the Adam family's
+#: ``beta1``; Adagrad has none (0).
+DEFAULT_MOMENTUM = {name: 0.0 if name == "adagrad" else 0.9 for name in OPTIMIZERS}
 _MODES = ("cheap", "exact")
 _POLICIES = ("raise", "flag", "stop")
 
@@ -88,10 +98,12 @@ class TrackConfig:
     """What :func:`run_track` trains and how (validated on construction).
 
     Attributes:
-        optimizer: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``.
+        optimizer: one of :data:`OPTIMIZERS` (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``,
+            ``"nadam"``, ``"radam"``, ``"adamax"``, ``"adagrad"``).
         lr: learning rate (default :data:`DEFAULT_LR` of the optimizer).
-        momentum: SGD's and RMSprop's ``momentum``, Adam's and AdamW's ``beta1`` (default
-            :data:`DEFAULT_MOMENTUM`); ``beta2`` stays at PyTorch's 0.999.
+        momentum: SGD's and RMSprop's ``momentum``, the ``beta1`` of Adam, AdamW, NAdam, RAdam
+            and Adamax (default :data:`DEFAULT_MOMENTUM`); ``beta2`` stays at PyTorch's 0.999.
+            Adagrad has no momentum: giving one is an error.
         weight_decay: the optimizer's ``weight_decay`` (decoupled for AdamW).
         epochs: passes over the training split.
         batch_size: minibatch size (the last batch of an epoch may be smaller).
@@ -139,6 +151,8 @@ class TrackConfig:
             raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}")
         if self.momentum is not None and not (0.0 <= self.momentum < 1.0):
             raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}")
+        if self.momentum is not None and self.optimizer == "adagrad":
+            raise ValueError(f"`momentum` does not apply to adagrad (it has none), got {self.momentum!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay!r}")
         _check_int("epochs", self.epochs, 1)
@@ -253,7 +267,12 @@ def _optimizer(cfg: TrackConfig, params: Any) -> Any:
         return torch.optim.Adam(params, lr=lr, betas=(mu, 0.999), weight_decay=wd)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=(mu, 0.999), weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=lr, momentum=mu, weight_decay=wd)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=mu, weight_decay=wd)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+    cls = {"nadam": torch.optim.NAdam, "radam": torch.optim.RAdam, "adamax": torch.optim.Adamax}
+    return cls[cfg.optimizer](params, lr=lr, betas=(mu, 0.999), weight_decay=wd)
 
 
 def _scheduler(cfg: TrackConfig, optimizer: Any, total_steps: int) -> Any:

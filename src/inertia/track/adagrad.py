@@ -1,24 +1,28 @@
-"""``torch.optim.Adagrad`` as a preconditioned gradient step: heavy ball without momentum.
+"""``torch.optim.Adagrad`` as a preconditioned gradient step: no momentum, ``K = 0``.
 
 PyTorch's step ``j`` (step count ``t = j + 1``; ``lr = eta``, ``lr_decay``): ``g_j = grad L +
 wd theta_j`` (negated under ``maximize``), ``s_j = s_{j-1} + g_j^2`` (``sum``, from
 ``initial_accumulator_value``), ``M_j = diag(sqrt(s_j) + eps)``,
 ``eta_t = eta / (1 + (t - 1) lr_decay)`` and ``theta_{j+1} = theta_j - eta_t M_j^{-1} g_j``.
 
-Mapping. No state carries a velocity from one step to the next, so, as for SGD and RMSprop
-without momentum (one convention for the library), the step's own velocity is
-``v_{j+1} = -sqrt(eta_t) M_j^{-1} g_j`` with ``dt = sqrt(eta_t)``, ``theta_{j+1} = theta_j + dt
-v_{j+1}``, kinetic energy ``K_{j+1} = 1/2 v^T M_j v = eta_t/2 sum g_j^2 / M_j``, and all of it
-is dropped before the next step (``mu = 0``, ``gamma`` infinite). The exact ledger::
+Mapping. No state carries a velocity from one step to the next: Adagrad is the explicit Euler
+step of the preconditioned gradient flow ``M dtheta/dt = -G`` (the overdamped limit of the
+dynamics, infinite friction), with ``dt = sqrt(eta_t)`` so that the kick and the drift read as
+those of the heavy-ball step of THEORY.md section 6 with ``mu = 0``: the kick gives the velocity
+``v = -dt M_j^{-1} g_j``, the drift ``theta_{j+1} = theta_j + dt v``, and the infinite friction
+removes all of ``1/2 v^T M_j v`` at once, before ``theta_{j+1}`` is recorded. So every recorded
+state is at rest, ``K_j = 0``, ``I = V``, and the work of the step,
+``<G_j, theta_{j+1} - theta_j> = -eta_t g^T M_j^{-1} g``, splits exactly into::
 
-    friction  = -K_j                              (the previous step's velocity, discarded)
-    numerical = -eta_t/2 sum g_j^2 / M_j          (= -K_{j+1})
+    friction  = -1/2 v^T M_j v = -eta_t/2 sum g_j^2 / M_j   (the step's velocity, removed)
+    numerical = -dt^2/2 g^T M_j^{-1} g = -eta_t/2 sum g_j^2 / M_j   (the scheme's dissipation)
     schedule = metric = decay = 0
 
-so that ``I_{j+1} - I_j = friction + numerical + curvature``: the change of the potential is the
-work ``<G, dtheta> = -eta_t g^T M^{-1} g`` plus the Bregman remainder, and ``K`` moves from
-``K_j`` to ``K_{j+1}``. ``K`` is therefore never 0 after a step with a non-zero gradient; it is the
-energy of the step just taken, not of a remembered momentum.
+so that ``I_{j+1} - I_j = V_{j+1} - V_j = friction + numerical + curvature (+ clipping)`` with
+``curvature`` the Bregman remainder: the residual compares the work ``<G, dtheta>`` from the
+recovered ``theta_j`` (``g_dtheta``) with ``friction + numerical`` from the accumulator. This is
+the SGD-without-momentum ledger (:mod:`inertia.track.sgd`) with its velocity dropped in the same
+step instead of the next, which is why ``K`` is 0 here and ``gamma`` infinite.
 
 Recovered after the step: ``theta_j = theta_{j+1} + eta_t M^{-1} g``; with weight decay
 ``g = (raw + wd theta_{j+1}) / (1 - wd eta_t / M)`` (``g`` holds ``wd theta_j``).
@@ -30,7 +34,7 @@ import math
 from typing import Any
 
 from inertia.track.adam import _floats
-from inertia.track.mapping import NO_PRESTEP, Mapping, PreStep, StepTerms, params_with_grad, prior
+from inertia.track.mapping import NO_PRESTEP, Mapping, PreStep, StepTerms, params_with_grad
 from inertia.track.reduce import reduce_flat
 
 __all__ = ["AdagradMapping"]
@@ -47,6 +51,10 @@ class AdagradMapping(Mapping):
 
     def writes_grad(self, group: dict[str, Any]) -> bool:
         return False  # both forms work on copies of the gradients
+
+    def update_norm(self, hp: dict[str, float], terms: StepTerms) -> float:
+        """``dtheta^T M dtheta = eta_t^2 g^T M^{-1} g = -2 dt^2 numerical`` (``K`` is 0 here)."""
+        return -2.0 * terms.dt**2 * terms.numerical
 
     def has_stepped(self, optimizer: Any) -> bool:
         """Adagrad creates its state (``step = 0``) in its constructor: stepped once a count moved."""
@@ -102,14 +110,14 @@ class AdagradMapping(Mapping):
         self, hp: dict[str, float], sums: dict[str, float], prev: StepTerms | None, fresh: bool
     ) -> StepTerms:
         lr, wd, t = hp["lr"], hp["weight_decay"], hp["step"]
-        k_prev, _ = prior(prev, fresh, lr)
         clr = _decayed(lr, hp["lr_decay"], t) if math.isfinite(t) and t > 0 else lr
+        # sums["kin"] = eta_t/2 sum g^2 / M: the step's velocity's energy, removed in the step
         return StepTerms(
-            kinetic=sums["kin"],
+            kinetic=0.0,
             forward=0.0,
             schedule=0.0,
             metric=0.0,
-            friction=-k_prev,
+            friction=-sums["kin"],
             numerical=-sums["kin"],
             decay=0.0,
             g_dtheta=sums["gd"],
