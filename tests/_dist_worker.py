@@ -42,6 +42,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "zero_adam_every3": dict(wrap="zero", opt="adam", kw=dict(lr=0.02), every=3, n_steps=10),
     # two groups, the second holding one small tensor: one rank owns nothing of it
     "zero_adamw_groups": dict(wrap="zero", opt="adamw", kw=dict(lr=0.02, weight_decay=0.1), groups=2),
+    # the raw gradient is captured after DDP's averaging: unclipped, the clipping column is 0;
+    # clipped, it equals the single process's (issue 9)
+    "ddp_sgd_raw": dict(wrap="ddp", opt="sgd", kw=dict(lr=0.05, momentum=0.9), raw_grad=True),
+    "ddp_adam_clip": dict(wrap="ddp", opt="adam", kw=dict(lr=0.02), raw_grad=True, clip=0.05),
     "nan_loss_raise": dict(wrap="ddp", opt="sgd", kw=dict(lr=0.05, momentum=0.9), nan=(1, 5, "loss")),
     "nan_state_stop": dict(wrap="zero", opt="adam", kw=dict(lr=0.02), nan=(1, 5, "state"), nan_policy="stop"),
     "nan_loss_flag": dict(
@@ -61,6 +65,7 @@ _C10D = (
     "broadcast",
     "all_gather",
     "all_gather_into_tensor",
+    "all_gather_single",  # FSDP2's parameter all-gather
     "all_gather_object",
     "broadcast_object_list",
     "reduce",
@@ -225,6 +230,7 @@ def run_scenario(
         sinks=sinks,
         process_group=group,
         flush_every=spec.get("flush_every"),
+        raw_grad=spec.get("raw_grad", "auto"),
     )
     nan_rank, nan_step, nan_how = spec.get("nan", (None, None, None))
     out: dict[str, Any] = {"layout": tracker.layout, "calls": [], "raised_at": None, "stopped_at": None}
@@ -238,6 +244,8 @@ def run_scenario(
         loss.backward()
         if nan_rank == rank and nan_step == step and nan_how == "state":
             _corrupt_own_state(opt)
+        if spec.get("clip"):
+            torch.nn.utils.clip_grad_norm_(net.parameters(), spec["clip"])
         opt.step()
         reported = loss
         if nan_rank == rank and nan_step == step and nan_how == "loss":

@@ -76,7 +76,7 @@ def hand_loop(
 
     model = mlp(seed)
     opt = make_optimizer(optimizer, model)
-    tracker = InertiaTracker(opt)
+    tracker = InertiaTracker(opt, raw_grad=True if clip else "auto")  # as the callback
     applied = []
     loss_of = loss_of or (lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y))
     for w, start in enumerate(range(0, len(batches), accumulate)):

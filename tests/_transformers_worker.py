@@ -142,7 +142,7 @@ def hand_loop(
     net = model(0)
     opt = make_optimizer(optimizer, net)
     sched = transformers.get_scheduler(schedule, opt, num_warmup_steps=0, num_training_steps=steps)
-    tracker = InertiaTracker(opt)
+    tracker = InertiaTracker(opt, raw_grad=True if clip else "auto")  # as the callback
     data = sequences(poison)
     ids = torch.stack([d["input_ids"] for d in data])
     applied, pos = [], 0

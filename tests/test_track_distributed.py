@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 NUMERIC = [c for c in COLUMNS if c not in ("step", "finite")]
-REPLICATED = ["ddp_sgd", "ddp_adam_every3", "ddp_nesterov_exact"]
+REPLICATED = ["ddp_sgd", "ddp_adam_every3", "ddp_nesterov_exact", "ddp_sgd_raw", "ddp_adam_clip"]
 ZERO = ["zero_sgd", "zero_adam_every3", "zero_adamw_groups"]
 FSDP = ["fsdp_adam", "fsdp_sgd_every2"]
 
@@ -114,6 +114,17 @@ def test_replicated_equals_single_process(main_job: Any, name: str) -> None:
     for res in per_rank:
         assert_rows_close(res[name]["rows"], ref)
     assert_ranks_identical([r[name] for r in per_rank])
+
+
+def test_raw_gradient_is_the_averaged_one(main_job: Any) -> None:
+    """Issue 9: the gradient captured at the end of backward is DDP's average (captured before
+    the reduction it would differ from the applied one and book a clipping term): unclipped,
+    the column is exactly 0; clipped, it is the single process's, and nonzero."""
+    for res in main_job[1]:
+        rows = res["ddp_sgd_raw"]["rows"]
+        assert [r["clipping"] for r in rows[1:]] == [0.0] * (len(rows) - 1)
+    clipped = _frame(_reference("ddp_adam_clip")["rows"])["clipping"].iloc[1:]
+    assert (clipped.abs() > 0).all()
 
 
 def test_replicated_values_do_not_scale_with_world_size(main_job: Any) -> None:

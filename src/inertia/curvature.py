@@ -47,12 +47,27 @@ that product.
   (Cohen et al., arXiv 2207.14484: ``38 / eta`` for ``beta1 = 0.9``). Optimizers without a
   derived threshold raise :class:`NoThresholdError`.
 
-Distributed. Under DDP each rank computes the HVP of its own shard of the data and the products
-are averaged with **one** ``all_reduce`` per product (the whole flattened vector). Build the loss
-on the local module (:func:`model_loss` unwraps ``DistributedDataParallel``): DDP's gradient
-hooks must not see the second backward. FSDP2 (``fully_shard``, DTensor parameters) is refused
-with a ``NotImplementedError``: its gathers and reduce-scatters live in module hooks that a
-second backward does not run.
+Distributed. Each rank computes the HVP of its own batch and the products are averaged with
+**one** ``all_reduce`` per product (the whole flattened vector): the operator is the Hessian of
+the mean of the ranks' losses (the full-batch mean for equal local batches and a mean
+criterion). The Krylov vectors are full-length and the same on every rank, so dot products and
+norms need no collective.
+
+* DDP: build the loss on the local module (:func:`model_loss` unwraps
+  ``DistributedDataParallel``): DDP's gradient hooks must not see the second backward.
+* FSDP2 (``fully_shard``; the parameters are DTensors sharded on dim 0): pass them as they are.
+  The products are taken w.r.t. the *unsharded* parameters (:mod:`inertia._fsdp`): the FSDP2
+  modules are unsharded once per operator by FSDP2's own all-gather (one per ``fully_shard``
+  group), the loss is evaluated with FSDP2's hooks passive (its activation-checkpointing
+  recompute state: no reshard, no gradient reduce-scatter), the gradient graph is kept for all
+  products, and :meth:`HessianOperator.release` reshards. A preconditioner read from the sharded
+  optimizer state is gathered once by one ``all_gather_into_tensor``. Counted per product: one
+  ``all_reduce``; per operator: FSDP2's all-gathers (one per group) and, with a preconditioner,
+  one ``all_gather_into_tensor``. Memory: the full parameters and the gradient graph of the
+  local batch while the operator lives, plus ``max_iter`` full-length Lanczos vectors (``k + 2`` for
+  power iteration). ``mode="forward_over_reverse"`` is refused (``torch.func.jvp`` through
+  FSDP2's forward hooks gives wrong products in torch 2.13). With FSDP2's mixed precision the
+  products run in its ``param_dtype``.
 
 Example:
     >>> import torch
@@ -65,6 +80,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -72,6 +88,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from inertia._fsdp import Unsharded, full_tensors, is_dtensor
 
 __all__ = [
     "HVP_MODES",
@@ -269,7 +287,8 @@ class HessianOperator:
             Hessian of a coupled weight decay ``s/2 ||theta||^2``); ``sign = -1`` negates ``H``
             (an optimizer that maximises).
         process_group: ``torch.distributed`` group over which products are averaged (default:
-            the world when a process group is initialised; ``False``: never reduce).
+            the world when a process group is initialised; ``False``: never reduce). Under DDP and
+            FSDP2 (DTensor ``params``: see the module docstring) the data-parallel ranks.
 
     Attributes:
         n_hvp: Hessian-vector products computed so far.
@@ -299,13 +318,6 @@ class HessianOperator:
         for i, p in enumerate(params):
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"`params[{i}]` must be a torch.Tensor, got {type(p).__name__}")
-            if type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor":
-                raise NotImplementedError(
-                    "Hessian-vector products of FSDP2 (fully_shard / DTensor) parameters are not "
-                    "supported: FSDP2 gathers and reduce-scatters in module hooks that a second "
-                    "backward does not run. Compute the curvature on an unsharded copy of the "
-                    "model (or under DDP, which is supported)."
-                )
         keep = [i for i, p in enumerate(params) if p.requires_grad]
         if not keep:
             raise ValueError("`params` has no tensor with requires_grad=True (all frozen)")
@@ -316,6 +328,14 @@ class HessianOperator:
                 "use mode='double_backward' for a closure"
             )
         self.params = [params[i] for i in keep]
+        # FSDP2: products are taken w.r.t. the unsharded parameters behind the DTensors
+        self._fsdp = Unsharded(self.params) if any(is_dtensor(p) for p in self.params) else None
+        if self._fsdp is not None and mode == "forward_over_reverse":
+            raise NotImplementedError(
+                "`mode='forward_over_reverse'` is not supported for FSDP2 (fully_shard) parameters: "
+                "torch.func.jvp through FSDP2's forward hooks gives wrong products in torch 2.13; "
+                "use mode='double_backward' (the default)"
+            )
         self.loss_fn = loss_fn
         self.mode = mode
         dtypes = {p.dtype for p in self.params}
@@ -332,7 +352,12 @@ class HessianOperator:
                     f"`shift` must have one value per parameter ({len(params)}), got {len(full)}"
                 )
             if any(full[i] != 0.0 for i in keep):
-                self.shift = self._flat([torch.full_like(params[i], float(full[i])) for i in keep])
+                self.shift = torch.cat(
+                    [
+                        torch.full((params[i].numel(),), float(full[i]), dtype=self.dtype, device=self.device)
+                        for i in keep
+                    ]
+                )
         self.inv_sqrt_p = None
         if preconditioner is not None:
             diag = _preconditioner_diag(preconditioner, params)
@@ -352,26 +377,39 @@ class HessianOperator:
     # -- flat vectors
 
     def _flat(self, tensors: Sequence[Any]) -> Any:
+        """One flat vector of full tensors (DTensors are gathered: :func:`inertia._fsdp.full_tensors`,
+        one collective)."""
         import torch
 
+        if any(is_dtensor(t) for t in tensors):
+            tensors = full_tensors(tensors)
         return torch.cat([t.reshape(-1).to(device=self.device, dtype=self.dtype) for t in tensors])
 
-    def _unflat(self, flat: Any) -> list[Any]:
+    def _unflat(self, flat: Any, like: Sequence[Any] | None = None) -> list[Any]:
         out = []
-        for p, chunk in zip(self.params, flat.split(self.sizes), strict=True):
-            out.append(chunk.view_as(p).to(device=p.device, dtype=p.dtype))
+        for p, chunk in zip(like or self.params, flat.split(self.sizes), strict=True):
+            out.append(chunk.view(tuple(p.shape)).to(device=p.device, dtype=p.dtype))
         return out
+
+    def _targets(self) -> list[Any]:
+        """The tensors differentiated: :attr:`params`, or under FSDP2 the unsharded parameters
+        (gathered once, kept until :meth:`release`)."""
+        return self.params if self._fsdp is None else self._fsdp.gather()
+
+    def _forward(self) -> Any:
+        return contextlib.nullcontext() if self._fsdp is None else self._fsdp.plain_forward()
 
     # -- products
 
     def _hvp_double_backward(self, u: list[Any]) -> list[Any]:
         import torch
 
+        targets = self._targets()
         if isinstance(self.loss_fn, ModelLoss) and not self.loss_fn._single:
             total = None
             for w, f in self.loss_fn.batches():
                 grads = self._graph(f)
-                hv = _grad(grads, self.params, u, retain_graph=False)
+                hv = _grad(grads, targets, u, retain_graph=False)
                 total = (
                     [w * h for h in hv]
                     if total is None
@@ -387,21 +425,22 @@ class HessianOperator:
             )
             self._grads = self._graph(f)
         with torch.enable_grad():
-            return _grad(self._grads, self.params, u, retain_graph=True)
+            return _grad(self._grads, targets, u, retain_graph=True)
 
     def _graph(self, f: Callable[[], Any]) -> Any:
         import torch
 
-        with torch.enable_grad(), torch.random.fork_rng(devices=_cuda_devices()):
+        targets = self._targets()
+        with torch.enable_grad(), torch.random.fork_rng(devices=_cuda_devices()), self._forward():
             loss = f()
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise ValueError(f"`loss_fn()` must return a scalar tensor, got {loss!r}")
             if not loss.requires_grad:
                 raise ValueError("`loss_fn()` returned a loss that does not depend on `params`")
-            grads = torch.autograd.grad(loss.reshape(()), self.params, create_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(loss.reshape(()), targets, create_graph=True, allow_unused=True)
         if all(g is None for g in grads):
             raise ValueError("`loss_fn()` returned a loss that does not depend on `params`")
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads, strict=True)]
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(targets, grads, strict=True)]
 
     def _hvp_forward_over_reverse(self, u: list[Any]) -> list[Any]:
         import torch
@@ -430,7 +469,7 @@ class HessianOperator:
     def hessian(self, flat: Any) -> Any:
         """``sign H u`` for a flat vector ``u`` (no preconditioner, no shift): one product, one
         all-reduce when distributed."""
-        u = self._unflat(flat)
+        u = self._unflat(flat, self._targets())
         if self.mode == "double_backward":
             hv = self._hvp_double_backward(u)
         else:
@@ -457,8 +496,11 @@ class HessianOperator:
     __call__ = matvec
 
     def release(self) -> None:
-        """Drop the kept gradient graph (it is rebuilt on the next product)."""
+        """Drop the kept gradient graph (it is rebuilt on the next product); under FSDP2 reshard
+        the parameters gathered for the products."""
         self._grads = None
+        if self._fsdp is not None:
+            self._fsdp.release()
 
 
 def functools_reduce_promote(dtypes: set[Any]) -> Any:
@@ -533,7 +575,8 @@ def hvp(
     """``H v`` with ``H = d^2 loss_fn() / d params^2``: a list shaped like the trainable ``params``.
 
     ``v`` holds one tensor per trainable parameter (those with ``requires_grad``). One product;
-    for many, build a :class:`HessianOperator` (it keeps the gradient's graph).
+    for many, build a :class:`HessianOperator` (it keeps the gradient's graph). Under FSDP2
+    (DTensor ``params``) ``v`` and the result are full (unsharded) tensors.
 
     Example:
         >>> import torch
@@ -548,7 +591,10 @@ def hvp(
     for i, (a, p) in enumerate(zip(v, op.params, strict=True)):
         if tuple(a.shape) != tuple(p.shape):
             raise ValueError(f"`v[{i}]` must have shape {tuple(p.shape)}, got {tuple(a.shape)}")
-    return op._unflat(op.matvec(op._flat(list(v))))
+    try:
+        return op._unflat(op.matvec(op._flat(list(v))))
+    finally:
+        op.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,6 +656,8 @@ def _preconditioner_diag(pre: Any, params: Sequence[Any]) -> list[Any]:
     else:
         by_id = _optimizer_diag(pre)
         diag = [by_id.get(id(p), torch.ones_like(p)) for p in params]
+    if any(is_dtensor(d) for d in diag):  # FSDP2: P from the sharded state, gathered once
+        diag = full_tensors(diag)
     for i, (d, p) in enumerate(zip(diag, params, strict=True)):
         if d.shape != p.shape:
             raise ValueError(f"`preconditioner[{i}]` must have shape {tuple(p.shape)}, got {tuple(d.shape)}")
@@ -879,8 +927,12 @@ def top_eigenvalues(
     )
     _check_k(k, op.n)
     solver = lanczos if method == "lanczos" else power_iteration
-    spec = solver(op.matvec, op.n, k, tol=tol, max_iter=max_iter, seed=seed, dtype=op.dtype, device=op.device)
-    op.release()
+    try:
+        spec = solver(
+            op.matvec, op.n, k, tol=tol, max_iter=max_iter, seed=seed, dtype=op.dtype, device=op.device
+        )
+    finally:
+        op.release()
     return spec.values
 
 
@@ -903,8 +955,10 @@ def eigenvalues(
     if op.n > DENSE_LIMIT:
         raise ValueError(f"`params` must have at most {DENSE_LIMIT} entries for a dense Hessian, got {op.n}")
     eye = torch.eye(op.n, dtype=op.dtype, device=op.device)
-    cols = [op.matvec(eye[i]).detach().cpu().to(torch.float64).numpy() for i in range(op.n)]
-    op.release()
+    try:
+        cols = [op.matvec(eye[i]).detach().cpu().to(torch.float64).numpy() for i in range(op.n)]
+    finally:
+        op.release()
     a = np.stack(cols, axis=1)
     return np.linalg.eigvalsh(0.5 * (a + a.T))[::-1].copy()
 

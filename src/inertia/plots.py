@@ -94,13 +94,15 @@ _REF_OFFSET = 0.3
 
 #: The ledger terms of a tracked step, in the order they are stacked (:data:`inertia.ledger.TERMS`).
 LEDGER_TERMS = TERMS
-#: Ledger terms that only some runs have (``restart``: with :class:`inertia.optim.EnergyRestart`).
-_OPTIONAL_TERMS = ("restart",)
+#: Ledger terms that only some runs have (``restart``: with :class:`inertia.optim.EnergyRestart`;
+#: ``clipping``: when ``.grad`` is changed between backward and step; absent from older runs).
+_OPTIONAL_TERMS = ("restart", "clipping")
 #: One colour per ledger term.
 LEDGER_COLORS = {
     "friction": "tab:purple",
     "numerical": "tab:red",
     "curvature": "tab:orange",
+    "clipping": "tab:green",
     "noise": "tab:cyan",
     "schedule": "tab:olive",
     "metric": "tab:pink",

@@ -467,12 +467,14 @@ def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
             kinetic energy read from the optimizer's buffers against friction, numerical,
             schedule, metric and decay and the work of the gradient the optimizer applied, each
             computed on its own from optimizer state, gradients and parameters. The potential
-            enters only through curvature (and noise), defined as what the losses changed beyond
-            that work, so the residual cannot tell whether the loss passed to record() is the one
-            whose gradient the step used, and a gradient changed between backward and step
-            (clipping) lands in curvature. Where the tracker's assumptions hold it is rounding
-            error: of the order of the unit roundoff of the parameters' precision ({dtype})
-            relative to the energy that flowed.""",
+            enters only through curvature + clipping (and noise), together what the losses
+            changed beyond that work: clipping is the work of a change of the gradient between
+            backward and step (gradient clipping, a hook), curvature the Bregman remainder of
+            the loss. So the residual cannot tell whether the loss passed to record() is the one
+            whose gradient the step used (a wrong loss lands in curvature); the sharpness
+            columns' curvature_quadratic check that side. Where the tracker's assumptions hold
+            the residual is rounding error: of the order of the unit roundoff of the
+            parameters' precision ({dtype}) relative to the energy that flowed.""",
             figures=("residual",),
         ),
     ]

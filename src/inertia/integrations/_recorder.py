@@ -53,7 +53,9 @@ class StepRecorder:
             optimizers); ``None`` for none.
         config: stored in each run directory's manifest.
         writer: whether this process writes the run directory (rank 0).
-        every, nan_policy: passed to :class:`~inertia.track.InertiaTracker`.
+        every, nan_policy, raw_grad, grad_scaler: passed to
+            :class:`~inertia.track.InertiaTracker` (``raw_grad=True`` where the framework clips,
+            so the ``clipping`` column is measured from the first step).
     """
 
     def __init__(
@@ -67,6 +69,8 @@ class StepRecorder:
         writer: bool,
         every: int,
         nan_policy: str,
+        raw_grad: str | bool = "auto",
+        grad_scaler: Any = None,
     ) -> None:
         self.optimizers = [_torch_optimizer(o) for o in optimizers]
         if not self.optimizers:
@@ -88,7 +92,16 @@ class StepRecorder:
             path = self.run_dirs[i]
             if writer and path is not None:
                 own.append(RunLog(path, config={**config, "optimizer": type(opt).__name__}))
-            self.trackers.append(InertiaTracker(opt, every=every, nan_policy=nan_policy, sinks=own))
+            self.trackers.append(
+                InertiaTracker(
+                    opt,
+                    every=every,
+                    nan_policy=nan_policy,
+                    sinks=own,
+                    raw_grad=raw_grad,
+                    grad_scaler=grad_scaler,
+                )
+            )
             # registered after the tracker's own post-hook, so it runs after it
             self._handles.append(opt.register_step_post_hook(self._stepped(i)))
 

@@ -19,8 +19,12 @@ What the callback handles (Lightning runs forward and backward inside ``optimize
   scale when a ``GradScaler`` is in use), so gradient accumulation is booked as one step of the
   mean loss;
 * the gradient is read after the closure, so after unscaling and ``gradient_clip_val`` clipping:
-  the ledger uses the gradient the optimizer applied (the tracker notes the gradients when the
-  closure returns, :meth:`~inertia.track.InertiaTracker.note_gradients`);
+  the state terms use the gradient the optimizer applied (the tracker notes the gradients when
+  the closure returns, :meth:`~inertia.track.InertiaTracker.note_gradients`), and the work of
+  the clipping is booked in the ``clipping`` column, not in ``curvature``: the tracker captures
+  the gradient backward left (``raw_grad=True`` when ``gradient_clip_val`` is set, else
+  ``"auto"``) and divides it by the scale of the precision plugin's ``GradScaler``, so AMP's
+  unscaling is no clipping;
 * a step that AMP skips (non-finite gradients) takes no optimizer step and writes no row;
 * several parameter groups are summed in one row; several optimizers (manual optimization) get
   one tracker each, with prefix ``inertia/opt<i>/`` and run directory ``<run_dir>/opt<i>``; each
@@ -109,6 +113,8 @@ class InertiaCallback(CallbackOptions, pl.Callback):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Attach one tracker to each of ``trainer.optimizers``."""
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.recorder = StepRecorder(
             trainer.optimizers,
             self._sinks(trainer),
@@ -118,9 +124,9 @@ class InertiaCallback(CallbackOptions, pl.Callback):
             writer=bool(trainer.is_global_zero),
             every=self.every,
             nan_policy=self.nan_policy,
+            raw_grad=True if trainer.gradient_clip_val else "auto",
+            grad_scaler=self._scaler,
         )
-        scaler = getattr(trainer.precision_plugin, "scaler", None)
-        self._scaler = scaler if scaler is not None and scaler.is_enabled() else None
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
         """Add the loss being backwarded to the current step's (unscaled under AMP)."""

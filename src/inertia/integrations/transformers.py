@@ -20,8 +20,12 @@ What the callback handles:
   ``accelerator.backward`` since the previous step (already divided by the gradient-accumulation
   steps, or by ``num_items_in_batch``, exactly as the ``Trainer`` divided it; AMP scaling happens
   after), so accumulation is booked as one step;
-* the ``Trainer`` clips before ``on_pre_optimizer_step``; the tracker reads the gradients in the
-  optimizer's own step hooks, so the ledger uses the clipped gradient the optimizer applied;
+* the ``Trainer`` clips (``max_grad_norm``, 1.0 by default) before ``on_pre_optimizer_step``;
+  the tracker reads the gradients in the optimizer's own step hooks, so the state terms use the
+  clipped gradient the optimizer applied, and it captures the gradient backward left
+  (``raw_grad=True`` when ``max_grad_norm > 0``, divided by the accelerator's ``GradScaler``
+  scale under fp16), so the clipping's work is booked in the ``clipping`` column, not in
+  ``curvature``;
 * a step that AMP skips (``accelerator.optimizer_step_was_skipped``) runs no optimizer step and
   writes no row; the learning-rate scheduler steps after the tracker has read the step's rate;
 * several parameter groups are summed in one row; under DDP the tracker's replicated layout
@@ -153,6 +157,8 @@ class InertiaCallback(CallbackOptions, TrainerCallback):
             writer=bool(state.is_world_process_zero),
             every=self.every,
             nan_policy=self.nan_policy,
+            raw_grad=True if (trainer.args.max_grad_norm or 0) > 0 else "auto",
+            grad_scaler=getattr(trainer.accelerator, "scaler", None),
         )
         accelerator = trainer.accelerator
         original = accelerator.backward

@@ -31,7 +31,9 @@ the history only.
 
 Cost: ``n_hvp`` Hessian-vector products every ``n`` steps (about 1.5 gradients each, measured
 in ``benchmarks/curvature.py``), one parameter copy before each sharpness step, and nothing on
-other steps.
+other steps. Distributed (DDP, FSDP2): one ``all_reduce`` per product; under FSDP2 also, per
+sharpness step, FSDP2's all-gather of each group and one ``all_gather_into_tensor`` each for the
+step ``dtheta`` and (Adam/AdamW/RMSprop) the preconditioner (:mod:`inertia.curvature`).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class SharpnessMonitor:
         exact: whether the tracker runs in ``"exact"`` mode (then ``update_curvature`` warns too).
         tol, max_iter, mode: passed to :func:`inertia.curvature.lanczos` /
             :class:`~inertia.curvature.HessianOperator`.
-        process_group: the group over which products are averaged (DDP).
+        process_group: the group over which products are averaged (DDP, FSDP2).
     """
 
     def __init__(
@@ -108,11 +110,6 @@ class SharpnessMonitor:
             )
         groups = optimizer.param_groups  # ZeRO: the wrapper's groups hold every parameter
         params = [p for g in groups for p in g["params"]]
-        if any(type(p).__name__ == "DTensor" for p in params):
-            raise NotImplementedError(
-                "sharpness_every is not supported for FSDP2 (fully_shard / DTensor) parameters: "
-                "see inertia.curvature (a second backward does not run FSDP2's hooks)"
-            )
         self.optimizer, self.local, self.mapping = optimizer, local, mapping
         self.every, self.warn_ratio, self.exact = every, float(warn_ratio), exact
         self.tol, self.max_iter, self.mode, self.process_group = tol, max_iter, mode, process_group
@@ -166,29 +163,35 @@ class SharpnessMonitor:
             sign=self.sign,
             process_group=self.process_group,
         )
-        with warnings.catch_warnings():  # a loose tolerance is the point here
-            warnings.simplefilter("ignore", RuntimeWarning)
-            spec = curvature.lanczos(
-                op.matvec,
-                op.n,
-                1,
-                tol=self.tol,
-                max_iter=min(self.max_iter, op.n),
-                v0=self._v0,
-                dtype=op.dtype,
-            )
-        lam = float(spec.values[0])
-        self._v0 = spec.vectors[0]
-        quad = math.nan
-        if self._snap is not None:
-            d = op._flat([p.detach() - s for p, s in zip(self.params, self._snap, strict=True)])
-            wd = op._flat(
-                [torch.full_like(p, w) for p, w in zip(self.params, self._shifts(False), strict=True)]
-            )
-            quad = 0.5 * float(torch.dot(d, op.hessian(d)) + torch.dot(d, wd * d))
-            self._snap = None
-        n_hvp = op.n_hvp
-        op.release()
+        try:
+            with warnings.catch_warnings():  # a loose tolerance is the point here
+                warnings.simplefilter("ignore", RuntimeWarning)
+                spec = curvature.lanczos(
+                    op.matvec,
+                    op.n,
+                    1,
+                    tol=self.tol,
+                    max_iter=min(self.max_iter, op.n),
+                    v0=self._v0,
+                    dtype=op.dtype,
+                    device=op.device,
+                )
+            lam = float(spec.values[0])
+            self._v0 = spec.vectors[0]
+            quad = math.nan
+            if self._snap is not None:
+                d = op._flat([p.detach() - s for p, s in zip(self.params, self._snap, strict=True)])
+                wd = torch.cat(
+                    [
+                        torch.full((p.numel(),), w, dtype=op.dtype, device=op.device)
+                        for p, w in zip(self.params, self._shifts(False), strict=True)
+                    ]
+                )
+                quad = 0.5 * float(torch.dot(d, op.hessian(d)) + torch.dot(d, wd * d))
+                self._snap = None
+            n_hvp = op.n_hvp
+        finally:
+            op.release()
         thr = self._thresholds[k]
         ratio = lam / thr if math.isfinite(thr) and thr > 0 else math.nan
         self._pending[k + 1] = {

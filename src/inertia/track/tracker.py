@@ -15,9 +15,16 @@ Rows. Row ``k`` pairs ``potential = V(theta_k)`` (the loss passed for step ``k``
 the potential is ``-loss``), and
 ``inertia = kinetic + potential``. Its ledger columns account for ``delta_inertia = I_k - I_{k-1}``,
 the change made by optimizer step ``k - 1`` (whose ``lr``, ``dt`` and ``gamma = -ln(mu)/dt`` are in
-the same row): ``schedule + metric + friction + numerical + decay + curvature + noise``, each
-computed on its own from optimizer state, gradients and losses (:mod:`inertia.track.mapping`);
-``residual`` is the measured change minus their sum. Row 0 has no ledger (NaN).
+the same row): ``schedule + metric + friction + numerical + decay + curvature + clipping +
+noise``, each computed on its own from optimizer state, gradients and losses
+(:mod:`inertia.track.mapping`); ``residual`` is the measured change minus their sum. Row 0 has
+no ledger (NaN).
+
+Clipping. ``clipping = <G_raw - G_applied, theta_k - theta_{k-1}>`` books the work of any
+change of ``.grad`` between backward and step (``clip_grad_norm_``, hooks, user code), so that
+``curvature`` is the Bregman remainder of the loss; the raw gradient is captured by
+post-accumulate-grad hooks on the parameters (:mod:`inertia.track.clipping`, option
+``raw_grad``), which are removed at :meth:`InertiaTracker.close`.
 
 Restarts (issue 14). Given an :class:`inertia.optim.EnergyRestart` (any optimizer wrapper with
 ``.optimizer`` and ``register_restart_hook``), the tracker tracks the wrapped optimizer; when the
@@ -55,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inertia.ledger import COLUMNS, StepTerms, ledger_row
+from inertia.track.clipping import MEASURED, RAW_GRAD, UNKNOWN, ClippingMonitor
 from inertia.track.distributed import (
     LAYOUTS,
     check_layout,
@@ -94,7 +102,8 @@ class Sink(Protocol):
 @dataclass
 class _Hook:
     hps: list[dict[str, float]]
-    sums: Any  # float64 tensor, all groups concatenated
+    sums: Any  # float64 tensor, all groups concatenated (then the clipping block, if any)
+    clip: str = "zero"  # the step's clipping: "zero", "unknown" (NaN) or "measured" (a block)
 
 
 @dataclass
@@ -109,6 +118,7 @@ class _Staged:
     reuse: bool  # step k-2's terms come from the previous row (not transferred again)
     restarted: frozenset[int] = frozenset()  # of steps k-2, k-1, those followed by a restart
     skipped: int = 0  # record() calls without an optimizer step since the previous row (GradScaler)
+    clip: dict[int, str] = dataclasses.field(default_factory=dict)  # each step's _Hook.clip
 
 
 def _as_scalar_tensor(name: str, value: Any) -> Any:
@@ -214,6 +224,16 @@ class InertiaTracker:
             meets it raises a :class:`~inertia.track.divergence.DivergenceWarning` naming the
             step and sets :attr:`status` to ``"diverging"`` (tracking goes on); ``None`` turns
             it off.
+        raw_grad: capture the gradient as backward leaves it, for the ``clipping`` column
+            (:mod:`inertia.track.clipping`): ``"auto"`` (default: no device work while ``.grad``
+            is never changed between backward and step; at the first change that row's
+            ``clipping`` and ``curvature`` are NaN, a ``RuntimeWarning`` names the step, and
+            capturing starts at the next backward; with ``grad_scaler``, from the start),
+            ``True`` (from the first backward: one copy of the gradients per backward, two
+            buffers of their size) or ``False`` (never: a change lands in ``curvature``).
+        grad_scaler: the ``torch.amp.GradScaler`` that scales the losses backwarded, so that the
+            raw gradient is divided by the scale backward used (unscaling is no ``clipping``;
+            clipping after ``scaler.unscale_`` is).
 
     Example:
         >>> import torch
@@ -243,6 +263,8 @@ class InertiaTracker:
         warn_ratio: float = 0.9,
         flush_every: int | None = None,
         divergence: DivergenceRule | None = _DEFAULT_RULE,
+        raw_grad: str | bool = "auto",
+        grad_scaler: Any = None,
     ) -> None:
         sinks = _check_sinks(sinks)  # at construction, not at the first record()
         if mode not in _MODES:
@@ -255,6 +277,14 @@ class InertiaTracker:
             isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1
         ):
             raise ValueError(f"`flush_every` must be None or an integer >= 1, got {flush_every!r}")
+        if not any(raw_grad is v or (isinstance(v, str) and raw_grad == v) for v in RAW_GRAD):
+            raise ValueError(f"`raw_grad` must be 'auto', True or False, got {raw_grad!r}")
+        if grad_scaler is not None and not (
+            callable(getattr(grad_scaler, "is_enabled", None)) and hasattr(grad_scaler, "_scale")
+        ):
+            raise TypeError(
+                f"`grad_scaler` must be a torch.amp.GradScaler or None, got {type(grad_scaler).__name__}"
+            )
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
         # a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
@@ -342,6 +372,14 @@ class InertiaTracker:
             self._restart_handle = wrapper.register_restart_hook(self._on_restart)
         self._pre_handle = local.register_step_pre_hook(self._before_step)
         self._handle = local.register_step_post_hook(self._after_step)
+        # the raw gradient, for the clipping term (inertia.track.clipping)
+        self._clipping = ClippingMonitor(
+            local,
+            raw_grad,
+            grad_scaler,
+            lambda: not self.stopped and self._hook_needed(self._n_steps),
+            self._maximize,
+        )
         # sharpness beside the ledger (inertia.track.sharpness)
         self._sharpness = None
         if sharpness_every is not None:
@@ -369,6 +407,15 @@ class InertiaTracker:
     def _hook_needed(self, j: int) -> bool:
         return j == 0 or self._recorded(j + 1) or self._recorded(j + 2)
 
+    def _keep_pre_hook_last(self) -> None:
+        """Re-register the step pre-hook if a hook was registered after it, so that it runs
+        after the user's step pre-hooks and sees the gradients they leave (a hook that changes
+        ``.grad`` there is booked in ``clipping``, from the step after it was registered)."""
+        hooks = getattr(self._local, "_optimizer_step_pre_hooks", None)
+        if hooks and next(reversed(hooks)) != getattr(self._pre_handle, "id", None):
+            self._pre_handle.remove()
+            self._pre_handle = self._local.register_step_pre_hook(self._before_step)
+
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
         self.note_gradients()
         # ``optimizer.step(closure)`` (Lightning) makes the gradients inside the closure,
@@ -394,10 +441,13 @@ class InertiaTracker:
         Called by the step pre-hook, and again after the closure of ``optimizer.step(closure)``;
         call it yourself only if something rewrites ``.grad`` between the pre-hook and the update.
         Python bookkeeping only: which parameters take their first step, and the gradients'
-        version counters (a step that writes into ``.grad`` bumps them).
+        version counters (a step that writes into ``.grad`` bumps them); and, when a gradient
+        changed since backward and was captured, the ``clipping`` term's pre-step copies
+        (:meth:`inertia.track.clipping.ClippingMonitor.before_step`).
         """
         if self.stopped or not self._hook_needed(self._n_steps):
             return
+        self._clipping.before_step(self._n_steps)
         state = self._local.state
         self._versions = {}
         new = []
@@ -415,6 +465,7 @@ class InertiaTracker:
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         j = self._n_steps
         self._n_steps += 1
+        self._keep_pre_hook_last()
         if self.stopped or not self._hook_needed(j):
             return
         import torch
@@ -445,12 +496,17 @@ class InertiaTracker:
                 hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
                 parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
+        clip, clip_sums = self._clipping.after_step(self._local.param_groups)
         device = next((s.device for s in parts if s is not None), None)
         width = len(self.mapping.names)
         sums = [torch.zeros(width, dtype=torch.float64, device=device) if s is None else s for s in parts]
+        if clip_sums is not None:
+            sums.append(clip_sums.to(device))
+        elif self.layout != "local":  # every rank's vector has the same length
+            sums.append(torch.zeros(len(parts), dtype=torch.float64, device=device))
         if sharded:  # hyper-parameters this rank cannot know travel in the same all-reduce
             sums.append(pack_hparams(hps, device))
-        self._hooks[j] = _Hook(hps, torch.cat(sums))
+        self._hooks[j] = _Hook(hps, torch.cat(sums), clip)
         # which groups step j had, so that groups added or removed mid-run are paired
         self._group_ids[j] = tuple(id(g) for g in self._local.param_groups)
         for old in [s for s in self._hooks if s < j - 2]:
@@ -575,7 +631,8 @@ class InertiaTracker:
         return list(COLUMNS) + (list(SHARPNESS_COLUMNS) if self._sharpness is not None else [])
 
     def close(self) -> None:
-        """Remove the optimizer hook and close the sinks (finalising a run directory).
+        """Remove the optimizer's and the parameters' hooks and close the sinks (finalising a run
+        directory).
 
         :attr:`status` becomes ``"complete"`` unless the run was ``"stopped"``
         (``nan_policy="stop"``), ``"failed"`` (a :class:`NonFiniteError`, or an exception leaving
@@ -596,6 +653,7 @@ class InertiaTracker:
         self._closed = True
         self._handle.remove()
         self._pre_handle.remove()
+        self._clipping.close()
         if self._restart_handle is not None:
             self._restart_handle.remove()
         if self._sharpness is not None:
@@ -682,7 +740,8 @@ class InertiaTracker:
         )
         hps = {j: self._hooks[j].hps for j in steps}
         restarted = frozenset(j for j in (k - 2, k - 1) if j in self._restarted)
-        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted, self._skipped))
+        clip = {j: self._hooks[j].clip for j in steps}
+        self._staged.append(_Staged(k, losses, sums, steps, hps, reuse, restarted, self._skipped, clip))
         self._skipped = 0
 
     def _merge_hparams(self, vec: list[float], n_loss: int, e: _Staged) -> list[float]:
@@ -692,14 +751,20 @@ class InertiaTracker:
         out, pos = vec[:n_loss], n_loss
         for j in e.steps:
             hps = e.hps[j]
-            n_sums = len(hps) * len(self.mapping.names)
+            n_sums = len(hps) * len(self.mapping.names) + self._clip_width(e, j)
             n_block = 2 * sum(len(hp) for hp in hps)
             out += vec[pos : pos + n_sums]
             e.hps[j] = unpack_hparams(hps, vec[pos + n_sums : pos + n_sums + n_block])
             pos += n_sums + n_block
         return out
 
+    def _clip_width(self, e: _Staged, j: int) -> int:
+        """How many values step ``j``'s clipping block holds in the row's vector: one per group
+        when measured, and always under a distributed layout (zeros: equal lengths on all ranks)."""
+        return len(e.hps[j]) if e.clip.get(j) == MEASURED or self.layout != "local" else 0
+
     def _split(self, vec: list[float], e: _Staged) -> dict[int, list[dict[str, float]]]:
+        """Each step's sums per group, with the group's ``clipping`` (0, NaN or measured)."""
         names = self.mapping.names
         out, pos = {}, 0
         for j in e.steps:
@@ -707,6 +772,11 @@ class InertiaTracker:
             for _ in e.hps[j]:
                 groups.append(dict(zip(names, vec[pos : pos + len(names)], strict=True)))
                 pos += len(names)
+            width, state = self._clip_width(e, j), e.clip.get(j)
+            for i, group in enumerate(groups):
+                measured = vec[pos + i] if state == MEASURED else 0.0
+                group["clipping"] = math.nan if state == UNKNOWN else measured
+            pos += width
             out[j] = groups
         return out
 
@@ -715,12 +785,15 @@ class InertiaTracker:
     ) -> list[StepTerms]:
         fresh = self.fresh and j == 0
         paired = self._paired(j, prev)
-        return [
-            self.mapping.assemble(hp, s, *paired[i])
-            if paired
-            else self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
-            for i, (hp, s) in enumerate(zip(hps, sums, strict=True))
-        ]
+        out = []
+        for i, (hp, s) in enumerate(zip(hps, sums, strict=True)):
+            if paired:
+                terms = self.mapping.assemble(hp, s, *paired[i])
+            else:
+                terms = self.mapping.assemble(hp, s, None if prev is None else prev[i], fresh)
+            clipping = s.get("clipping", 0.0)
+            out.append(terms if clipping == 0.0 else dataclasses.replace(terms, clipping=clipping))
+        return out
 
     def _paired(self, j: int, prev: list[StepTerms] | None) -> list[tuple[StepTerms | None, bool]] | None:
         """Issue 9: ``(previous terms, fresh)`` for each group of step ``j`` when the optimizer's
