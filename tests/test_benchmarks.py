@@ -182,3 +182,41 @@ def test_ensemble_b1_runs_tiny_and_prints_the_documented_keys(tmp_path: Path) ->
     if diffrax["status"] == "ok":
         assert diffrax["baseline"] == "numpy-float32/euler_maruyama/hand"  # not selected: no ratio
         assert diffrax["compile_s_median"] > 0
+
+
+def test_compare_trees_runs_a_benchmark_on_two_trees(tmp_path: Path) -> None:
+    """``compare_trees.py`` runs one benchmark per tree and round and pairs the figures (this tree
+    against itself here: the shape of the output, not a timing)."""
+    root = BENCHMARKS.parent
+    out = tmp_path / "compare.json"
+    args = ["--old", str(root), "--rounds", "1", "--out", str(out), "--", "ensemble_b1.py"]
+    args += ["--n-paths", "50", "--d", "4", "--steps", "5", "--processes", "1", "--threads", "1"]
+    args += ["--only", "torch-float32/baoab/simulate_*"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_trees.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = _strict_json(proc.stdout)
+    assert doc == _strict_json(out.read_text())
+    assert set(doc["figures"]) == {
+        "torch-float32/baoab/simulate_save_end",
+        "torch-float32/baoab/simulate_save_every",
+    }
+    for name, row in doc["figures"].items():
+        assert len(doc["runs"][name]["old"]) == len(doc["runs"][name]["new"]) == 1
+        assert row["new_over_old"] == pytest.approx(row["new"] / row["old"])
+
+
+def test_compare_trees_refuses_a_tree_without_the_script(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "compare_trees.py"), "--old", str(tmp_path), "ensemble_b1.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "must hold src/ and benchmarks/ensemble_b1.py" in proc.stderr
