@@ -731,8 +731,8 @@ def training_ledger(
     """The ledger of a tracked run: cumulative, per window of rows, and each term's share.
 
     Row ``k`` books ``delta_inertia = I_k - I_{k-1}``, the change made by optimizer step
-    ``k - 1``, as ``friction + numerical + curvature + noise + schedule + metric + decay +
-    residual``. Three panels, readable from ten rows to a hundred thousand:
+    ``k - 1``, as the sum of the terms of :data:`LEDGER_TERMS` (``friction + numerical +
+    curvature + clipping + noise + schedule + metric + decay + restart``) and ``residual``. Three panels, readable from ten rows to a hundred thousand:
 
     * cumulative: each term summed over the rows up to ``k`` (one line per term), and the
       measured change ``I_k - I_first`` of the inertia column (black): the terms add up to it
