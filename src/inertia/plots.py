@@ -732,7 +732,8 @@ def training_ledger(
 
     Row ``k`` books ``delta_inertia = I_k - I_{k-1}``, the change made by optimizer step
     ``k - 1``, as the sum of the terms of :data:`LEDGER_TERMS` (``friction + numerical +
-    curvature + clipping + noise + schedule + metric + decay + restart``) and ``residual``. Three panels, readable from ten rows to a hundred thousand:
+    curvature + clipping + noise + schedule + metric + decay + restart``) and ``residual``.
+    Three panels, readable from ten rows to a hundred thousand:
 
     * cumulative: each term summed over the rows up to ``k`` (one line per term), and the
       measured change ``I_k - I_first`` of the inertia column (black): the terms add up to it

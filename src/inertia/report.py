@@ -443,12 +443,14 @@ def _track_sections(has_metrics: bool, dtype: str) -> list[Section]:
             loss along the step, V_k - V_{k-1} - <G_raw, theta_k - theta_{k-1}> with G_raw the
             gradient backward left (large and positive when the step approaches instability);
             clipping: the work of a change of the gradient between backward and step (gradient
-            clipping, a hook), <G_raw - G_applied, theta_k - theta_{k-1}>; noise: the change from the loss of one minibatch to the next at the same parameters
-            (exact mode only; in cheap mode curvature carries it); schedule: the rescaling of
+            clipping, a hook), <G_raw - G_applied, theta_k - theta_{k-1}>; noise: the change
+            from the loss of one minibatch to the next at the same parameters (exact mode
+            only; in cheap mode curvature carries it); schedule: the rescaling of
             the velocity when the learning rate (or Adam's bias correction) changes; metric:
             the change of a preconditioner (Adam, RMSprop); decay: the work of decoupled weight
-            decay (AdamW); restart: the kinetic energy a momentum restart removed. Top: each term summed from the first row on, with the measured
-            change I_k - I_first in black. Middle: the terms of each step (of each window of
+            decay (AdamW); restart: the kinetic energy a momentum restart removed. Top: each
+            term summed from the first row on, with the measured change I_k - I_first in
+            black. Middle: the terms of each step (of each window of
             rows, in a long run) stacked, positive ones upwards and negative ones downwards,
             with the measured change as the black line. Bottom: each term's share of sum |terms|,
             which terms carry the energy. Axes turn symmetric-logarithmic when the values span
