@@ -393,3 +393,35 @@ def test_the_three_line_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len(read_history(out)) == 57
     source = script.read_text()
     assert "# 1\n" in source and "# 2:" in source and "# 3:" in source
+
+
+def test_clip_grad_norm_from_the_command_line(tmp_path: Path) -> None:
+    """``inertia track --clip-grad-norm C`` clips between backward and step and books the work
+    of the clipping in the ``clipping`` column (captured from step 0: no NaN row after row 0,
+    which has no step before it); without it the column is exactly 0. The ledger closes either way."""
+    argv = ["track", *QUICK, "--hidden", "16"]
+    rc, _, stderr = _run([*argv, "--clip-grad-norm", "0.05", "--out", str(tmp_path / "clip")])
+    assert rc == 0, stderr
+    assert "RuntimeWarning" not in stderr
+    clipped = read_history(tmp_path / "clip")
+    assert read_manifest(tmp_path / "clip")["config"]["clip_grad_norm"] == 0.05
+    # a gradient of the digits MLP is far above 0.05 at every step: every row after the first
+    # (row k's clipping is step k-1's) carries a finite, non-zero clipping term
+    work = clipped["clipping"].iloc[1:]
+    assert work.notna().all() and (work.abs() > 0).all()
+    assert np.all(_relative_residual(clipped) < 1e-4)
+    rc, _, stderr = _run([*argv, "--out", str(tmp_path / "plain")])
+    assert rc == 0, stderr
+    plain = read_history(tmp_path / "plain")
+    assert plain["clipping"].iloc[:1].isna().all() and (plain["clipping"].iloc[1:] == 0).all()
+    assert read_manifest(tmp_path / "plain")["config"]["clip_grad_norm"] is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "x"])
+def test_clip_grad_norm_refuses_bad_values(tmp_path: Path, value: str) -> None:
+    rc, _, stderr = _run(["track", *QUICK, "--clip-grad-norm", value, "--out", str(tmp_path / "run")])
+    assert rc == 2 and "--clip-grad-norm" in stderr and repr(value) in stderr
+    assert not (tmp_path / "run").exists()
+    for bad in (0.0, -1.0, math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match=r"`clip_grad_norm` must be a finite number > 0"):
+            TrackConfig(clip_grad_norm=bad)  # type: ignore[arg-type]

@@ -192,6 +192,15 @@ def _track_parser(sub: Any) -> None:
         "(Lanczos on Hessian-vector products; default off)",
     )
     track.add_argument(
+        "--clip-grad-norm",
+        type=_positive_float,
+        default=None,
+        metavar="C",
+        help="clip the gradients' total 2-norm to at most C between backward and step "
+        "(torch.nn.utils.clip_grad_norm_); its work goes to the ledger's `clipping` column "
+        "(default off)",
+    )
+    track.add_argument(
         "--scheduler",
         choices=("none", "step", "cosine"),
         default="none",
@@ -332,6 +341,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
             mode=args.mode,
             every=args.every,
             sharpness_every=args.sharpness_every,
+            clip_grad_norm=args.clip_grad_norm,
             scheduler=args.scheduler,
             nan_policy=args.nan_policy,
             seed=args.seed,

@@ -122,6 +122,11 @@ class TrackConfig:
             the top Hessian eigenvalue of the current batch's loss every ``n`` steps, preconditioned
             for Adam/AdamW/RMSprop, beside the optimizer's stability threshold); a multiple of
             ``every``; ``None`` (default): off.
+        clip_grad_norm: clip the gradients between backward and step with
+            ``torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)`` (the total
+            2-norm is scaled to at most this value) and book the clipping's work in the
+            ``clipping`` column, ``<G_raw - G_applied, theta_{k+1} - theta_k>`` (the tracker
+            captures the raw gradients: ``raw_grad=True``); ``None`` (default): no clipping.
     """
 
     optimizer: str = "sgd"
@@ -140,6 +145,7 @@ class TrackConfig:
     test_size: float = 0.25
     threads: int | None = 1
     sharpness_every: int | None = None
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -155,6 +161,16 @@ class TrackConfig:
             raise ValueError(f"`momentum` does not apply to adagrad (it has none), got {self.momentum!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"`weight_decay` must be a finite number >= 0, got {self.weight_decay!r}")
+        if self.clip_grad_norm is not None and not (
+            isinstance(self.clip_grad_norm, (int, float))
+            and not isinstance(self.clip_grad_norm, bool)
+            and math.isfinite(self.clip_grad_norm)
+            and self.clip_grad_norm > 0
+        ):
+            raise ValueError(
+                "`clip_grad_norm` must be a finite number > 0 (or None: no clipping), "
+                f"got {self.clip_grad_norm!r}"
+            )
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("every", self.every, 1)
@@ -389,6 +405,8 @@ def run_track(
             nan_policy=cfg.nan_policy,
             sinks=[runlog],
             sharpness_every=cfg.sharpness_every,
+            # clipping changes every large gradient: capture the raw ones from step 0
+            raw_grad=True if cfg.clip_grad_norm is not None else "auto",
         )
         generator = torch.Generator().manual_seed(cfg.seed)
         loss_fn = torch.nn.functional.cross_entropy
@@ -407,6 +425,8 @@ def run_track(
                     optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(model(xb), yb)
                     loss.backward()
+                    if cfg.clip_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
                     optimizer.step()
 
                     def closure(xb: Any = xb, yb: Any = yb) -> Any:
