@@ -70,13 +70,15 @@ def params_with_grad(group: dict[str, Any], state: Any) -> Iterator[tuple[Any, A
     """``(param, grad, state)`` for the parameters the optimizer stepped (state ``{}`` if it keeps
     none, like SGD without momentum)."""
     for p in group["params"]:
-        if p.grad is None:
+        grad = p.grad  # a property: read once
+        if grad is None:
             continue
-        if p.grad.is_sparse:
+        if grad.is_sparse:
             raise ValueError("sparse gradients are not supported by the inertia tracker")
         if p.is_complex():
             raise ValueError("complex parameters are not supported by the inertia tracker")
-        yield p, p.grad, state[p] if p in state else {}
+        st = state.get(p)  # one hash; ``get`` never inserts into the optimizer's defaultdict
+        yield p, grad, {} if st is None else st
 
 
 def hyper(group: dict[str, Any], key: str) -> float:

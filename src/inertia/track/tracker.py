@@ -454,11 +454,12 @@ class InertiaTracker:
         for group in self._local.param_groups:
             watch = self.mapping.writes_grad(group)
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
                 if watch:
-                    self._versions[id(p)] = p.grad._version
-                if p not in state or not state[p]:
+                    self._versions[id(p)] = grad._version
+                if not state.get(p):
                     new.append(id(p))
         self._pre = PreStep(new=frozenset(new))
 
