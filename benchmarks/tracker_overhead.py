@@ -1,8 +1,8 @@
 """Per-step cost of :class:`inertia.track.InertiaTracker` on a CPU training loop (issue 3, section 5).
 
-An MLP (784-512-512-10, ReLU, batch 128, cross entropy, ``torch.optim.SGD`` with momentum 0.9) is
-trained on synthetic data (nothing is downloaded) in five variants, each with its own copy of the
-same initial model:
+An MLP (784-512-512-10 by default: ``--inputs``, ``--depth`` hidden layers of ``--hidden``, ReLU,
+batch 128, cross entropy, ``torch.optim.SGD`` with momentum 0.9) is trained on synthetic data
+(nothing is downloaded) in five variants, each with its own copy of the same initial model:
 
 * ``base``: the plain step (``zero_grad``, forward, backward, ``step``);
 * ``base_forward``: the plain step plus one extra forward (and loss) under ``no_grad`` on the
@@ -51,6 +51,7 @@ size and checks only the keys (performance is not a unit test).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -103,7 +104,14 @@ def load_trackers(baseline_src: str | None) -> tuple[Any, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--inputs", type=int, default=784, help="input width (default 784)")
-    p.add_argument("--hidden", type=int, default=512, help="width of both hidden layers (default 512)")
+    p.add_argument("--hidden", type=int, default=512, help="width of the hidden layers (default 512)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=2,
+        help="hidden layers of the MLP (default 2); 2 (depth + 1) parameter tensors, so a deep narrow "
+        "MLP shows the per-tensor Python cost",
+    )
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 128 MLP, 32 transformer)")
     p.add_argument("--batches", type=int, default=8, help="distinct synthetic batches, cycled (default 8)")
@@ -131,7 +139,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.batch = 32 if args.model == "transformer" else 128
     if args.lr is None:
         args.lr = 0.01 if args.optimizer == "sgd" else 1e-3
-    sizes = ("inputs", "hidden", "classes", "batch", "batches", "blocks", "steps", "reps", "layers", "seq")
+    sizes = (
+        "inputs",
+        "hidden",
+        "classes",
+        "batch",
+        "batches",
+        "blocks",
+        "steps",
+        "reps",
+        "layers",
+        "seq",
+        "depth",
+    )
     for name in sizes:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -148,13 +168,11 @@ def make_model(args: argparse.Namespace) -> torch.nn.Module:
             args.d_model, args.heads, args.ff, dropout=0.0, batch_first=True
         )
         return torch.nn.TransformerEncoder(layer, args.layers, enable_nested_tensor=False)
-    return torch.nn.Sequential(
-        torch.nn.Linear(args.inputs, args.hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(args.hidden, args.hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(args.hidden, args.classes),
-    )
+    widths = [args.inputs] + [args.hidden] * args.depth
+    layers: list[torch.nn.Module] = []
+    for a, b in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], args.classes))
 
 
 def loss_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> Any:
@@ -428,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "model": args.model,
             "layers": (
-                [args.inputs, args.hidden, args.hidden, args.classes]
+                [args.inputs, *[args.hidden] * args.depth, args.classes]
                 if args.model == "mlp"
                 else {"layers": args.layers, "d_model": args.d_model, "heads": args.heads, "ff": args.ff}
             ),

@@ -36,6 +36,30 @@ def tracker_overhead(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, di
     return _strict_json(proc.stdout), _strict_json(out.read_text()), proc.stderr
 
 
+def test_tracker_overhead_depth_sets_the_number_of_parameter_tensors(tmp_path: Path) -> None:
+    """``--depth K``: K hidden layers, 2 (K + 1) parameter tensors (the per-tensor cost)."""
+    out = tmp_path / "deep.json"
+    argv = [*TINY, "--depth", "4", "--blocks", "1", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tracker_overhead.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    config = _strict_json(out.read_text())["config"]
+    assert config["layers"] == [6, 5, 5, 5, 5, 3] and config["n_param_tensors"] == 10
+    bad = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "tracker_overhead.py"), *TINY, "--depth", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode == 2 and "--depth must be >= 1, got 0" in bad.stderr
+
+
 def _strict_json(text: str) -> dict:
     """Parse ``text``, failing on ``NaN``/``Infinity`` (not JSON; the script writes null)."""
 
