@@ -31,7 +31,9 @@ To say where the overhead goes, ``breakdown`` gives per variant the time of ``op
 mode with its closure's forward), median and mean per step, and ``reduce_ms``: the tracker's
 ``Mapping.reduce`` alone on the trained state, without the training step around it, and
 ``floor_ms``: one pass reading every gradient and momentum buffer once, the least memory traffic
-any tracker of this ledger pays (``floor_overhead = floor_ms / t_base``).
+any tracker of this ledger pays (``floor_overhead = floor_ms / t_base``), and ``hooks_ms``: what
+the gradient hooks of the ``clipping`` column add to one backward pass (registered only before a
+summed step: every step with ``every=1``, 2 of 10 with ``every=10``).
 
 Workloads (issue 8): ``--model mlp`` (above) or ``--model transformer`` (``nn.TransformerEncoder``,
 ``--layers`` 6, ``--d-model`` 512, 8 heads, feed-forward 2048, ``--batch`` 32 x ``--seq`` 128
@@ -280,6 +282,31 @@ def time_reduce(variant: Variant, reps: int) -> float:
     return 1e3 * statistics.median(ts[1:])
 
 
+def time_hooks(variant: Variant, reps: int) -> float:
+    """Median extra time (ms) of one ``loss.backward()`` with the ``clipping`` column's gradient
+    hooks registered over the same backward without them (``ClippingMonitor.arm``; interleaved
+    pairs on ``variant``'s model and batches): what a watched backward pays in Python, one call
+    per parameter tensor. The tracker registers them only before a summed step."""
+    tracker = variant.tracker
+    assert tracker is not None
+    monitor = tracker._clipping
+    diffs = []
+    for i in range(reps + 1):
+        times = {}
+        for armed in (True, False) if i % 2 else (False, True):
+            monitor.arm(armed)
+            x, y = variant.data[i % len(variant.data)]
+            variant.opt.zero_grad()
+            loss = loss_of(variant.model, x, y, variant.args)
+            t0 = time.perf_counter()
+            loss.backward()
+            times[armed] = time.perf_counter() - t0
+        diffs.append(times[True] - times[False])
+    variant.opt.zero_grad()
+    monitor.arm(True)  # as after a summed step of "cheap_every1" (every step is summed)
+    return 1e3 * statistics.median(diffs[1:])
+
+
 def time_floor(variant: Variant, reps: int) -> float:
     """Median time (ms) of one BLAS pass reading every gradient and momentum buffer once
     (``sum_p <g_p, b_p>``): the memory traffic any tracker of the heavy-ball ledger must pay at
@@ -411,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     breakdown["reduce_ms"] = time_reduce(variants[VARIANTS.index("cheap_every1")], args.reps)
     breakdown["floor_ms"] = time_floor(variants[VARIANTS.index("cheap_every1")], args.reps)
     breakdown["floor_overhead"] = breakdown["floor_ms"] / med["base"]
+    # last: it leaves the gradients cleared
+    breakdown["hooks_ms"] = time_hooks(variants[VARIANTS.index("cheap_every1")], args.reps)
     overhead_every10 = med["cheap_every10"] / med["base"] - 1
     on_gpu = args.device.startswith("cuda")
     cheap_goal, every10_goal = GPU_GOALS[args.model] if on_gpu else (CHEAP_GOAL, EVERY10_GOAL)

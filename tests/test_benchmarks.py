@@ -91,7 +91,7 @@ def test_tracker_overhead_has_the_documented_keys(tracker_overhead: tuple[dict, 
         assert {"median", "q25", "q75"} <= set(result["paired_per_block"][name])
     for name in VARIANTS:
         assert {"optimizer_step_ms", "record_ms"} <= set(result["breakdown"][name])
-    assert "reduce_ms" in result["breakdown"]
+    assert "reduce_ms" in result["breakdown"] and "hooks_ms" in result["breakdown"]
 
 
 def test_tracker_overhead_states_a_verdict_per_goal(tracker_overhead: tuple[dict, dict, str]) -> None:

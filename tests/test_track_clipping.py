@@ -431,3 +431,37 @@ def test_bad_arguments() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         InertiaTracker(opt, raw_grad=False).close()
+
+
+@pytest.mark.parametrize("raw_grad", [True, "auto"])
+def test_every_k_watches_only_the_backward_passes_it_sums(raw_grad: Any) -> None:
+    """With ``every=4`` the hooks exist only for the backward passes before a summed step (the
+    steps that feed a recorded row: 2 of 4, and the first), and the recorded rows' ``clipping``
+    equals ``<raw - applied, dtheta>`` of the step before each row, computed here by hand."""
+    params, loss, _ = quadratic(3)
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    every = 4
+    tracker = InertiaTracker(opt, every=every, raw_grad=raw_grad)
+    expected, hooked = {}, []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "auto": the first change is NaN
+        for k in range(21):
+            hooked.append(all(len(p._post_accumulate_grad_hooks) == 1 for p in params))
+            opt.zero_grad()
+            value = loss()
+            value.backward()
+            raw = flat([p.grad for p in params])
+            torch.nn.utils.clip_grad_norm_(params, 0.3)
+            applied, before = flat([p.grad for p in params]), flat(params)
+            opt.step()
+            tracker.record(value)
+            expected[k + 1] = float((raw - applied) @ (flat(params) - before))
+    # step j is summed when j == 0 or row j + 1 or j + 2 is recorded
+    assert hooked == [j == 0 or (j + 1) % every == 0 or (j + 2) % every == 0 for j in range(21)]
+    h = tracker.history.set_index("step")
+    rows = [k for k in h.index if k >= every]
+    assert rows == [4, 8, 12, 16, 20]
+    np.testing.assert_allclose(h.loc[rows, "clipping"], [expected[k] for k in rows], rtol=1e-12)
+    assert all(abs(expected[k]) > 1e-6 for k in rows)  # the clipping did work
+    tracker.close()
+    assert not any(p._post_accumulate_grad_hooks for p in params)

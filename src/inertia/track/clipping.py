@@ -20,7 +20,9 @@ How the raw gradient is seen. A post-accumulate-grad hook on every parameter of 
 backward on the autograd engine; that callback queues a second one, which runs after every
 callback queued during the backward (DDP's and FSDP's gradient reduction among them), so it sees
 the gradient as the optimizer will first find it: the averaged one under DDP, the sum of the
-micro-batches after gradient accumulation (the last backward before the step wins). It notes
+micro-batches after gradient accumulation (the last backward before the step wins). The hooks
+exist only during the backward passes before a step the tracker sums (:meth:`ClippingMonitor.arm`:
+with ``every > 1`` the other backward passes run without them). It notes
 each gradient's identity and version counter and, while capturing, copies all of them into
 persistent buffers with one multi-tensor copy (``torch._foreach_copy_``), divided by the
 ``GradScaler``'s scale at the step (the scale backward used), so unscaling is no change.
@@ -117,6 +119,18 @@ class ClippingMonitor:
             for p in group["params"]:
                 if id(p) not in self._handles and p.requires_grad and p.is_leaf:
                     self._handles[id(p)] = p.register_post_accumulate_grad_hook(self._on_grad)
+
+    def arm(self, needed: bool) -> None:
+        """Hooks only while they can matter: called after each step with whether the next step
+        is summed (``every``); the hooks are registered for the backward passes before such a
+        step and removed otherwise, so that an unsummed step pays no Python call per tensor in
+        its backward (with ``every=10``, 2 of 10 backward passes are watched)."""
+        if needed:
+            self._watch()
+        elif self._handles:
+            for handle in self._handles.values():
+                handle.remove()
+            self._handles = {}
 
     def _on_grad(self, _: Any) -> None:
         if not self._queued:

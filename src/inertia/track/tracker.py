@@ -467,6 +467,7 @@ class InertiaTracker:
         j = self._n_steps
         self._n_steps += 1
         self._keep_pre_hook_last()
+        self._clipping.arm(not self.stopped and self._hook_needed(j + 1))
         if self.stopped or not self._hook_needed(j):
             return
         import torch
