@@ -46,6 +46,9 @@ bench-gpu: $(STAMP)
 	for m in transformer mlp; do for o in sgd adamw; do \
 	  $(BIN)/python benchmarks/tracker_overhead.py --device cuda --model $$m --optimizer $$o --blocks 12 \
 	    --out runs/bench/tracker_overhead_cuda_$${m}_$${o}.json || exit 1; done; done
+	for m in transformer mlp; do \
+	  $(BIN)/python benchmarks/tracker_overhead.py --device cuda --model $$m --optimizer adamw --fused --blocks 12 \
+	    --out runs/bench/tracker_overhead_cuda_$${m}_adamw_fused.json || exit 1; done
 
 bench: $(STAMP)
 	mkdir -p runs/bench

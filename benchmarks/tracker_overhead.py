@@ -131,6 +131,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seq", type=int, default=128, help="transformer tokens per sequence (default 128)")
     p.add_argument("--baseline-src", default=None, help="also time the tracker of this source tree")
     p.add_argument("--flush-every", type=int, default=None, help="the tracker's flush_every")
+    p.add_argument(
+        "--fused",
+        action="store_true",
+        help="InertiaTracker(fused=True) for this tree's tracker: each slice's sums in one compiled function",
+    )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01 SGD, 1e-3 AdamW)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: as the machine gives)")
@@ -216,8 +221,10 @@ class Variant:
         if name.startswith(("cheap", "exact", "old_")):
             cls = trackers[1] if name.startswith("old_") else trackers[0]
             mode, every = name.removeprefix("old_").split("_every")
-            new = not name.startswith("old_") and args.flush_every is not None
-            kwargs = {"flush_every": args.flush_every} if new else {}
+            new = not name.startswith("old_")
+            kwargs: dict[str, Any] = {"flush_every": args.flush_every} if new and args.flush_every else {}
+            if new and args.fused:
+                kwargs["fused"] = True
             self.tracker = cls(self.opt, mode=mode, every=int(every), **kwargs)
         self.t_step: list[float] = []  # optimizer.step() per step (the tracker's hook included)
         self.t_record: list[float] = []  # tracker.record() per step (0 without a tracker)
@@ -489,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             "dtype": "float32",
             "device": str(torch.cuda.get_device_name()) if on_gpu else "cpu",
             "flush_every": variants[VARIANTS.index("cheap_every1")].tracker.flush_every,
+            "fused": args.fused,
             "baseline_src": args.baseline_src,
             "blocks": args.blocks,
             "steps_per_block": args.steps,

@@ -31,8 +31,11 @@ carry float32 rounding, not bf16's 8 bits.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -107,9 +110,21 @@ def reduce_flat(
     dest = _destinations(tuple(names), tuple(sources.items()) if sources else ())
     dots: list[Any] = []
     plan: list[tuple[int, int, float]] = []  # (dot, sum, weight)
+    fused = _fused_sums() if _FUSED.get() else None
     with torch.no_grad():
         for key, cols in _slices(rows, keys):
             cols = [_working_precision(c) for c in cols]
+            if fused is not None:
+                try:
+                    found = fused(products, key, cols, frozenset(dest))
+                except Exception as exc:  # a backend that cannot compile: the eager path
+                    _give_up_fusing(exc)
+                    fused = None
+                else:
+                    for product, value in found.items():
+                        plan += [(len(dots), i, v) for i, v in dest[product]]
+                        dots.append(value)
+                    continue
             for product, pair in products(key, *cols).items():
                 targets = dest.get(product)
                 if not targets:
@@ -129,6 +144,57 @@ def reduce_flat(
         # index_add, not a weight matrix: 0 * inf would turn an infinite sum into NaN
         out = torch.zeros(len(names), dtype=f64, device=device)
         return out.index_add_(0, dst, values.index_select(0, src) * weight)
+
+
+#: whether :func:`reduce_flat` runs each slice's formulas and sums as one compiled function
+_FUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("inertia_fused_sums", default=False)
+
+
+@contextlib.contextmanager
+def fused_sums(enabled: bool = True) -> Iterator[None]:
+    """Within this block, :func:`reduce_flat` evaluates each slice's element-wise formulas and
+    their sums ``w * sum(a * b)`` in one ``torch.compile``-d function (``dynamic=True``: the
+    learning rate, the bias corrections and the slice lengths are symbolic, so a schedule does
+    not recompile), which fuses them into a few kernels instead of one pass per operation. The
+    sums are the same to rounding (a fused reduction adds in another order than BLAS). If
+    compiling fails, a warning says why and the eager path is used from then on."""
+    token = _FUSED.set(enabled)
+    try:
+        yield
+    finally:
+        _FUSED.reset(token)
+
+
+def _slice_sums(
+    products: Callable[..., dict[str, tuple[Any, ...]]], key: Hashable, cols: list[Any], wanted: frozenset[str]
+) -> dict[str, Any]:
+    """``{product: w * sum(a * b)}`` of one slice, for the products in ``wanted`` (compiled)."""
+    out = {}
+    for product, pair in products(key, *cols).items():
+        if product in wanted:
+            value = (pair[0] * pair[1]).sum()
+            out[product] = value * pair[2] if len(pair) == 3 else value
+    return out
+
+
+_FUSED_FN: list[Any] = []  # [compiled _slice_sums], or [None] once compiling failed
+
+
+def _fused_sums() -> Any:
+    if not _FUSED_FN:
+        import torch
+
+        _FUSED_FN.append(torch.compile(_slice_sums, dynamic=True))
+    return _FUSED_FN[0]
+
+
+def _give_up_fusing(exc: BaseException) -> None:
+    _FUSED_FN[:] = [None]
+    warnings.warn(
+        f"fused sums are not available here ({type(exc).__name__}: {exc}); using the eager sums",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -74,6 +74,7 @@ from inertia.track.distributed import (
 )
 from inertia.track.divergence import DivergenceMonitor, DivergenceRule, DivergenceWarning
 from inertia.track.mapping import PreStep, mapping_for
+from inertia.track.reduce import fused_sums
 from inertia.track.sharpness import SHARPNESS_COLUMNS, SharpnessMonitor
 
 __all__ = ["COLUMNS", "InertiaTracker", "NonFiniteError", "Sink"]
@@ -234,6 +235,12 @@ class InertiaTracker:
         grad_scaler: the ``torch.amp.GradScaler`` that scales the losses backwarded, so that the
             raw gradient is divided by the scale backward used (unscaling is no ``clipping``;
             clipping after ``scaler.unscale_`` is).
+        fused: evaluate each slice's element-wise formulas and sums ``w * sum(a * b)`` in one
+            ``torch.compile``-d function (:func:`inertia.track.reduce.fused_sums`) instead of
+            one pass per operation: the same sums to rounding; worth it for the adaptive
+            optimizers (Adam's formulas are about 15 passes over the state), not for momentum
+            SGD (three dot products). The first steps compile (seconds); a learning rate or
+            bias correction that changes does not recompile. Default ``False``.
 
     Example:
         >>> import torch
@@ -265,6 +272,7 @@ class InertiaTracker:
         divergence: DivergenceRule | None = _DEFAULT_RULE,
         raw_grad: str | bool = "auto",
         grad_scaler: Any = None,
+        fused: bool = False,
     ) -> None:
         sinks = _check_sinks(sinks)  # at construction, not at the first record()
         if mode not in _MODES:
@@ -285,6 +293,9 @@ class InertiaTracker:
             raise TypeError(
                 f"`grad_scaler` must be a torch.amp.GradScaler or None, got {type(grad_scaler).__name__}"
             )
+        if not isinstance(fused, bool):
+            raise TypeError(f"`fused` must be True or False, got {fused!r}")
+        self.fused = fused
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"`layout` must be 'auto' or one of {LAYOUTS}, got {layout!r}")
         # a wrapper that zeroes the momentum between steps (inertia.optim.EnergyRestart)
@@ -489,7 +500,7 @@ class InertiaTracker:
         self._pre, self._versions = PreStep(), {}
         hps: list[dict[str, float]] = []
         parts: list[Any] = []
-        with torch.no_grad():
+        with torch.no_grad(), fused_sums(self.fused):
             for group in self._local.param_groups:
                 # sharded: DTensors seen through their local shards (distributed.local_view)
                 view, state = local_view(group, self._local.state) if sharded else (group, self._local.state)
@@ -498,7 +509,7 @@ class InertiaTracker:
                 hps.append(hp)
                 # a group can be empty (ZeRO gives a rank no parameter of a small group)
                 parts.append(self.mapping.reduce(view, state, pre, hp) if view["params"] else None)
-        clip, clip_sums = self._clipping.after_step(self._local.param_groups)
+            clip, clip_sums = self._clipping.after_step(self._local.param_groups)
         device = next((s.device for s in parts if s is not None), None)
         width = len(self.mapping.names)
         sums = [torch.zeros(width, dtype=torch.float64, device=device) if s is None else s for s in parts]
