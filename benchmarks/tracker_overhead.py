@@ -277,13 +277,16 @@ def quantiles(xs: list[float]) -> dict[str, float]:
 
 def time_reduce(variant: Variant, reps: int) -> float:
     """Median time (ms) of ``Mapping.reduce`` over all parameter groups on ``variant``'s current
-    state: the work of the tracker's step hook, without the training step around it."""
+    state (fused when the tracker is): the work of the tracker's step hook, without the training
+    step around it."""
+    from inertia.track.reduce import fused_sums
+
     tracker, opt = variant.tracker, variant.opt
     assert tracker is not None
     ts = []
     for _ in range(reps + 1):
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), fused_sums(getattr(tracker, "fused", False)):
             torch.cat([tracker.mapping.reduce(g, opt.state) for g in opt.param_groups])
         ts.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(ts[1:])
