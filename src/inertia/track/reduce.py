@@ -27,6 +27,11 @@ rounding, float32 state has an error of order ``eps_32 log2(slice) |a| |b|`` (pa
 summation), below the float32 rounding of the state itself. bf16/fp16 state (mixed precision) is
 converted to float32 slice by slice before the element-wise formulas and the dots, so its sums
 carry float32 rounding, not bf16's 8 bits.
+
+Fused sums (:func:`fused_sums`, ``InertiaTracker(fused=True)``): each slice's formulas and sums
+run as one ``torch.compile``-d function, so the element-wise expressions are fused with their
+reductions (one pass over the slice's columns instead of one per operation); the sums are the
+same to rounding, added in the compiled reduction's order.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
-__all__ = ["CHUNK", "DEVICE_CHUNK", "MAX_CHUNK", "MAX_SLICES", "chunk_dot", "reduce_flat", "slice_size"]
+__all__ = [
+    "CHUNK",
+    "DEVICE_CHUNK",
+    "MAX_CHUNK",
+    "MAX_SLICES",
+    "chunk_dot",
+    "fused_sums",
+    "reduce_flat",
+    "slice_size",
+]
 
 #: slice length on a CPU: large enough that dispatch is small next to the work, small enough
 #: that element-wise temporaries (1 MiB in float32) stay in cache and are recycled by the
@@ -166,7 +180,10 @@ def fused_sums(enabled: bool = True) -> Iterator[None]:
 
 
 def _slice_sums(
-    products: Callable[..., dict[str, tuple[Any, ...]]], key: Hashable, cols: list[Any], wanted: frozenset[str]
+    products: Callable[..., dict[str, tuple[Any, ...]]],
+    key: Hashable,
+    cols: list[Any],
+    wanted: frozenset[str],
 ) -> dict[str, Any]:
     """``{product: w * sum(a * b)}`` of one slice, for the products in ``wanted`` (compiled)."""
     out = {}
