@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from track_helpers import QuadraticProblem, train, worst_residual
 
 torch = pytest.importorskip("torch")
@@ -25,7 +26,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes
 #: one configuration per mapping and formula (each is a separate compiled function)
 CONFIGS: dict[str, tuple[Any, dict[str, Any]]] = {
     "sgd-momentum": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
-    "sgd-nesterov-wd": (torch.optim.SGD, {"lr": 0.1, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05}),
+    "sgd-nesterov-wd": (
+        torch.optim.SGD,
+        {"lr": 0.1, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
+    ),
     "adam": (torch.optim.Adam, {"lr": 0.05, "betas": (0.8, 0.6)}),
     "adamw-amsgrad": (torch.optim.AdamW, {"lr": 0.05, "weight_decay": 0.2, "amsgrad": True}),
     "rmsprop-centered-momentum": (torch.optim.RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.8}),
@@ -69,7 +73,11 @@ def test_fused_rows_equal_the_eager_rows(name: str, monkeypatch: pytest.MonkeyPa
         scale = max(abs(a[c]) for c in COLUMNS if math.isfinite(a[c]))
         for c in COLUMNS:
             # the same float64 values, summed in another order
-            assert b[c] == pytest.approx(a[c], rel=1e-10, abs=1e-13 * scale, nan_ok=True), (name, a["step"], c)
+            assert b[c] == pytest.approx(a[c], rel=1e-10, abs=1e-13 * scale, nan_ok=True), (
+                name,
+                a["step"],
+                c,
+            )
 
 
 def test_float32_mlp_adamw_and_no_recompile_per_learning_rate() -> None:
@@ -115,7 +123,9 @@ def test_a_backend_that_cannot_compile_falls_back_to_the_eager_sums(monkeypatch:
         warnings.simplefilter("always")
         fused = run(cls, kwargs, True)
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert messages == ["fused sums are not available here (RuntimeError: no compiler here); using the eager sums"]
+    assert messages == [
+        "fused sums are not available here (RuntimeError: no compiler here); using the eager sums"
+    ]
     assert reduce_mod._FUSED_FN == [None]
     eager = run(cls, kwargs, False)
     np.testing.assert_array_equal([r["kinetic"] for r in fused], [r["kinetic"] for r in eager])
