@@ -40,25 +40,14 @@ def test_tracker_overhead_depth_sets_the_number_of_parameter_tensors(tmp_path: P
     """``--depth K``: K hidden layers, 2 (K + 1) parameter tensors (the per-tensor cost);
     ``--fused``: the tracker's fused sums."""
     out = tmp_path / "deep.json"
-    argv = [*TINY, "--depth", "4", "--blocks", "1", "--fused", "--optimizer", "adamw", "--out", str(out)]
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "tracker_overhead.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = _run_overhead(
+        "--depth", "4", "--blocks", "1", "--fused", "--optimizer", "adamw", "--out", str(out)
     )
     assert proc.returncode == 0, proc.stderr
     config = _strict_json(out.read_text())["config"]
     assert config["layers"] == [6, 5, 5, 5, 5, 3] and config["n_param_tensors"] == 10
     assert config["fused"] is True
-    bad = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "tracker_overhead.py"), *TINY, "--depth", "0"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    bad = _run_overhead("--depth", "0")
     assert bad.returncode == 2 and "--depth must be >= 1, got 0" in bad.stderr
 
 

@@ -76,7 +76,7 @@ class ClippingMonitor:
 
     Args:
         optimizer: the ``torch.optim`` optimizer whose parameters are watched (groups added
-            later are picked up by :meth:`before_step`).
+            later are picked up by :meth:`arm` after each step).
         raw_grad: ``"auto"``, ``True`` or ``False`` (module docstring).
         grad_scaler: the ``torch.amp.GradScaler`` whose scaled losses are backwarded, or ``None``.
         needed: whether the step about to be taken is summed by the tracker (``every``).
@@ -123,8 +123,9 @@ class ClippingMonitor:
     def arm(self, needed: bool) -> None:
         """Hooks only while they can matter: called after each step with whether the next step
         is summed (``every``); the hooks are registered for the backward passes before such a
-        step and removed otherwise, so that an unsummed step pays no Python call per tensor in
-        its backward (with ``every=10``, 2 of 10 backward passes are watched)."""
+        step (parameters of groups added since included) and removed otherwise, so that an
+        unsummed step pays no Python call per tensor in its backward (with ``every=10``, 2 of 10
+        backward passes are watched)."""
         if needed:
             self._watch()
         elif self._handles:
@@ -175,7 +176,6 @@ class ClippingMonitor:
         the step's clipping state and, when it is measured, form ``D`` and copy ``theta``."""
         import torch
 
-        self._watch()  # parameters of groups added since
         if not self._fresh:
             # no backward since the previous step (or this is the closure's pre-hook call)
             if self._pending is None:

@@ -125,12 +125,13 @@ def reduce_flat(
     dots: list[Any] = []
     plan: list[tuple[int, int, float]] = []  # (dot, sum, weight)
     fused = _fused_sums() if _FUSED.get() else None
+    wanted = frozenset(dest)  # the products some sum needs
     with torch.no_grad():
         for key, cols in _slices(rows, keys):
             cols = [_working_precision(c) for c in cols]
             if fused is not None:
                 try:
-                    found = fused(products, key, cols, frozenset(dest))
+                    found = fused(products, key, cols, wanted)
                 except Exception as exc:  # a backend that cannot compile: the eager path
                     _give_up_fusing(exc)
                     fused = None
